@@ -1,0 +1,77 @@
+"""The backend interface: the few array operations that differ between NumPy and CuPy.
+
+Everything else in tinyllm is written against ``backend.xp``, the array module
+(``numpy`` or ``cupy``), whose functions have the same names and meaning on both.
+What does *not* agree between the two lives here and only here:
+
+- ``scatter_add``: the backward of a gather (embedding lookup, fancy indexing)
+  must add duplicate indices together. NumPy spells it ``np.add.at``, CuPy
+  ``cupyx.scatter_add``.
+- random numbers: each backend owns one seeded generator (dropout, init, sampling).
+- moving arrays between the host (NumPy) and the device.
+- ``synchronize``: waiting for queued GPU work, needed for honest timings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Backend:
+    """Base class of the NumPy and CuPy backends.
+
+    Attributes:
+        name: ``"numpy"`` or ``"cupy"``.
+        xp: the array module, used as ``xp.exp(a)``, ``xp.zeros(shape)``...
+    """
+
+    name: str = "base"
+    xp: Any = None
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = self.xp.random.default_rng(seed)
+
+    # -- random numbers -------------------------------------------------
+    def seed(self, seed: int) -> None:
+        """Re-seed the backend's random generator (dropout, weight init, sampling)."""
+        self.rng = self.xp.random.default_rng(seed)
+
+    def get_rng_state(self) -> dict:
+        """The generator state as JSON-friendly data (for checkpoints)."""
+        raise NotImplementedError
+
+    def set_rng_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+    # -- arrays -----------------------------------------------------------
+    def is_array(self, obj: Any) -> bool:
+        return isinstance(obj, self.xp.ndarray)
+
+    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        """Return ``obj`` as an array of this backend (host arrays are copied to the device)."""
+        return self.xp.asarray(obj, dtype=dtype)
+
+    def to_host(self, array: Any) -> Any:
+        """Return a NumPy array with the same values (a no-op for NumPy)."""
+        raise NotImplementedError
+
+    def scatter_add(self, target: Any, indices: Any, values: Any) -> None:
+        """In place: ``target[indices] += values``, with duplicate indices accumulating.
+
+        Example: target = [0, 0, 0], indices = [0, 2, 0], values = [1, 2, 3]
+        gives [4, 0, 2] (plain ``target[indices] += values`` would give [3, 0, 2]).
+        """
+        raise NotImplementedError
+
+    def erf(self, x: Any) -> Any:
+        """The error function, elementwise (NumPy itself has none)."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Block until all queued work on the device has finished."""
+
+    def device_name(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return f"<tinyllm backend {self.name!r} on {self.device_name()}>"
