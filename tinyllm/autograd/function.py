@@ -1,0 +1,147 @@
+"""``Function``: one differentiable operation, forward and backward side by side.
+
+A Function works on raw backend arrays. Calling it on Tensors
+
+1. unwraps the inputs to arrays and runs ``forward``;
+2. wraps the results as Tensors;
+3. if gradients are wanted, records itself as their ``creator`` so that
+   ``Tensor.backward`` can later call ``backward`` with the gradient of the
+   loss with respect to each output and receive one for each input.
+
+Each Function keeps only what its backward needs (``self.save(...)``), never
+more, and ``Tensor.backward`` drops that state once it has been used, so the
+graph of one training step is freed when its backward is done.
+
+Writing a new op (compare DeZero's ``functions.py``)::
+
+    class Exp(Function):
+        '''y = exp(x);  dL/dx = dL/dy * y'''
+        def forward(self, x):
+            y = self.xp.exp(x)
+            self.save(y)
+            return y
+        def backward(self, gy):
+            (y,) = self.saved
+            return gy * y
+
+    def exp(x): return Exp()(x)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..backends import get_backend
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+
+class _GradMode:
+    enabled: bool = True
+
+
+def is_grad_enabled() -> bool:
+    """True unless inside a ``no_grad()`` block."""
+    return _GradMode.enabled
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Context manager: inside it, operations record no graph (inference, optimizer steps).
+
+    >>> import tinyllm as tl
+    >>> w = tl.tensor([1.0, 2.0], requires_grad=True)
+    >>> with tl.no_grad():
+    ...     y = w * 2
+    >>> y.requires_grad
+    False
+    """
+    previous = _GradMode.enabled
+    _GradMode.enabled = False
+    try:
+        yield
+    finally:
+        _GradMode.enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Context manager that turns graph recording back on inside ``no_grad``."""
+    previous = _GradMode.enabled
+    _GradMode.enabled = True
+    try:
+        yield
+    finally:
+        _GradMode.enabled = previous
+
+
+class Function:
+    """Base class of every differentiable op. Subclasses define ``forward`` and ``backward``.
+
+    ``forward(*arrays) -> array | tuple[array, ...]``
+    ``backward(*output_grads) -> array | None | tuple[array | None, ...]`` (one per input;
+    ``None`` for inputs that get no gradient, such as integer indices).
+    An output gradient passed to ``backward`` is ``None`` when that output was not used
+    by the loss; single-output Functions always receive an array.
+    """
+
+    inputs: tuple[Tensor, ...] | None
+    outputs: list[weakref.ref] | None
+    generation: int
+    saved: tuple
+
+    @property
+    def xp(self) -> Any:
+        """The array module (numpy or cupy) of the backend in use."""
+        return get_backend().xp
+
+    def save(self, *arrays: Any) -> None:
+        """Keep arrays for ``backward`` (released after backward runs)."""
+        self.saved = arrays
+
+    def __call__(self, *inputs: Any) -> Any:
+        from .tensor import Tensor, as_tensor, floating_dtype_of, is_floating
+
+        # Python scalars take the dtype of the floating tensors they meet (x * 2.0 stays float64).
+        like = floating_dtype_of(inputs)
+        tensors = tuple(x if isinstance(x, Tensor) else as_tensor(x, dtype=like) for x in inputs)
+        arrays = [t.data for t in tensors]
+        outputs = self.forward(*arrays)
+        single = not isinstance(outputs, tuple)
+        if single:
+            outputs = (outputs,)
+        needs_grad = is_grad_enabled() and any(t.requires_grad for t in tensors)
+        # Integer or boolean results (argmax-like, casts to int) never require grad.
+        results = [Tensor(y, requires_grad=needs_grad and is_floating(y.dtype), _is_result=True) for y in outputs]
+        if needs_grad:
+            self.generation = max(t.generation for t in tensors)
+            self.inputs = tensors
+            self.outputs = [weakref.ref(r) for r in results]
+            for r in results:
+                if r.requires_grad:
+                    r.creator = self
+                    r.generation = self.generation + 1
+        else:
+            # Nothing will call backward: drop whatever forward saved.
+            self.saved = ()
+        return results[0] if single else tuple(results)
+
+    def forward(self, *arrays: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, *grads: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def release(self) -> None:
+        """Forget inputs, outputs and saved arrays (called once backward has used them)."""
+        self.inputs = None
+        self.outputs = None
+        self.saved = ()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__

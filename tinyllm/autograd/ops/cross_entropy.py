@@ -1,0 +1,88 @@
+"""Cross-entropy of logits against integer targets, fused: log-softmax and negative log-likelihood in one op.
+
+For one row of logits x (V classes) and target t:
+
+    loss = logsumexp(x) - x[t]
+    dloss/dx = softmax(x) - onehot(t)
+
+With ``reduction="mean"`` the loss is averaged over the rows whose target is
+not ``ignore_index``; ignored rows contribute nothing to loss or gradient.
+
+Memory: forward keeps only the per-row logsumexp (N values), not the (N, V)
+probabilities; backward recomputes softmax(x) = exp(x - lse) from the logits,
+which are alive anyway as this op's input. So at most one extra (N, V) array
+exists at a time, and only while backward runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..function import Function
+from .indexing import _raw_index
+from .softmax import stable_logsumexp
+
+
+class CrossEntropy(Function):
+    def __init__(self, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"cross_entropy reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+        self.targets = _raw_index(targets)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def forward(self, logits: Any) -> Any:
+        xp = self.xp
+        targets = self.targets
+        if logits.ndim < 1 or targets.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"cross_entropy: logits {logits.shape} need targets of shape {logits.shape[:-1]} "
+                f"(one class id per row), got {targets.shape}"
+            )
+        if targets.dtype.kind not in "iu":
+            raise TypeError(f"cross_entropy targets must be integer class ids, not {targets.dtype}")
+        self.input_shape = logits.shape
+        n_classes = logits.shape[-1]
+        x = logits.reshape(-1, n_classes)  # (N, V)
+        t = targets.reshape(-1)  # (N,)
+        keep = t != self.ignore_index  # (N,)
+        bad = keep & ((t < 0) | (t >= n_classes))
+        if bad.any():
+            raise IndexError(
+                f"cross_entropy: target id {int(t[bad][0])} is out of range for {n_classes} classes "
+                f"(valid ids are 0..{n_classes - 1}, or ignore_index={self.ignore_index})"
+            )
+        safe_t = xp.where(keep, t, 0)
+        lse = stable_logsumexp(xp, x, axis=-1)[:, 0]  # (N,)
+        losses = (lse - x[xp.arange(x.shape[0]), safe_t]) * keep  # (N,)
+        self.n_kept = int(keep.sum()) if self.reduction == "mean" else None
+        self.save(x, lse, safe_t, keep)
+        if self.reduction == "none":
+            return losses.reshape(targets.shape)
+        total = losses.sum()
+        return total / self.n_kept if self.reduction == "mean" else total
+
+    def backward(self, gy: Any) -> Any:
+        xp = self.xp
+        x, lse, safe_t, keep = self.saved
+        grad = x - lse[:, None]  # (N, V)
+        xp.exp(grad, out=grad)  # softmax(x)
+        grad[xp.arange(x.shape[0]), safe_t] -= 1  # - onehot(t)
+        if self.reduction == "none":
+            scale = gy.reshape(-1) * keep  # (N,)
+        else:
+            scale = keep * (gy / self.n_kept if self.reduction == "mean" else gy)
+        grad *= scale[:, None].astype(grad.dtype)
+        return grad.reshape(self.input_shape)
+
+
+def cross_entropy(logits: Any, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Any:
+    """Mean (or summed, or per-row) cross-entropy of ``logits`` (..., V) against integer ``targets`` (...).
+
+    >>> import tinyllm as tl
+    >>> from tinyllm.nn import functional as F
+    >>> logits = tl.tensor([[2.0, 0.0], [0.0, 2.0]])
+    >>> round(F.cross_entropy(logits, tl.tensor([0, 1])).item(), 4)   # log(1 + e^-2)
+    0.1269
+    """
+    return CrossEntropy(targets, ignore_index, reduction)(logits)

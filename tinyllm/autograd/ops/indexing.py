@@ -1,0 +1,97 @@
+"""Indexing: ``x[index]`` (slices, integer arrays, boolean masks), ``where`` and ``masked_fill``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...backends import get_backend
+from ..function import Function
+from .arithmetic import sum_to
+
+
+def _raw_index(index: Any) -> Any:
+    """Replace Tensors inside an index by their arrays."""
+    from ..tensor import Tensor
+
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(_raw_index(i) for i in index)
+    if isinstance(index, list):
+        return get_backend().xp.asarray(index)
+    return index
+
+
+def _is_advanced(index: Any) -> bool:
+    """True if the index holds an integer array (which may repeat positions)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    xp = get_backend().xp
+    return any(isinstance(p, xp.ndarray) and p.dtype != bool for p in parts)
+
+
+class GetItem(Function):
+    """y = x[index];  dL/dx = zeros with gy added at the indexed positions.
+
+    Integer-array indices may name one position twice (x[[0, 0]]); their
+    gradients must add up, so that case uses the backend's ``scatter_add``.
+    """
+
+    def __init__(self, index: Any) -> None:
+        self.index = _raw_index(index)
+
+    def forward(self, x: Any) -> Any:
+        self.input_shape = x.shape
+        self.dtype = x.dtype
+        return x[self.index]
+
+    def backward(self, gy: Any) -> Any:
+        gx = self.xp.zeros(self.input_shape, dtype=self.dtype)
+        if _is_advanced(self.index):
+            get_backend().scatter_add(gx, self.index, gy)
+        else:
+            gx[self.index] = gy
+        return gx
+
+
+class Where(Function):
+    """y = a where cond else b (broadcasting);  dL/da = sum_to(gy * cond), dL/db = sum_to(gy * ~cond)."""
+
+    def __init__(self, condition: Any) -> None:
+        self.condition = _raw_index(condition)
+        if self.condition.dtype != bool:
+            raise TypeError(f"where/masked_fill needs a boolean condition, not {self.condition.dtype}")
+
+    def forward(self, a: Any, b: Any) -> Any:
+        self.shapes = (a.shape, b.shape)
+        try:
+            return self.xp.where(self.condition, a, b)
+        except ValueError:
+            raise ValueError(
+                f"where: condition {self.condition.shape} and values {a.shape}, {b.shape} do not broadcast"
+            ) from None
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        a_shape, b_shape = self.shapes
+        zero = self.xp.zeros((), dtype=gy.dtype)
+        ga = self.xp.where(self.condition, gy, zero)
+        gb = self.xp.where(self.condition, zero, gy)
+        return sum_to(ga, a_shape), sum_to(gb, b_shape)
+
+
+def getitem(x: Any, index: Any) -> Any:
+    return GetItem(index)(x)
+
+
+def where(condition: Any, a: Any, b: Any) -> Any:
+    """Elementwise ``a if condition else b`` (NumPy's ``where``), differentiable in a and b."""
+    from ..tensor import Tensor, as_tensor, floating_dtype_of
+
+    like = floating_dtype_of((a, b))
+    a = a if isinstance(a, Tensor) else as_tensor(a, dtype=like)
+    b = b if isinstance(b, Tensor) else as_tensor(b, dtype=like)
+    return Where(condition)(a, b)
+
+
+def masked_fill(x: Any, mask: Any, value: float) -> Any:
+    """``x`` with ``value`` wherever ``mask`` is True (PyTorch's ``masked_fill``)."""
+    return where(mask, value, x)
