@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from .base import Backend
+
 # NumPy has no erf; math.erf is exact to double precision. Only the exact GELU
 # uses it (the tanh-approximate GELU, the usual choice, does not).
 _erf = np.vectorize(math.erf, otypes=[np.float64])
-
-from .base import Backend
 
 
 class NumpyBackend(Backend):
