@@ -1,0 +1,116 @@
+"""Scaled dot-product attention as one op, causal and grouped-query (GQA) aware.
+
+Shapes: q (B, H, T, D) for H query heads; k, v (B, Hkv, S, D) for Hkv key/value
+heads, where Hkv divides H (MHA: Hkv = H; MQA: Hkv = 1). Query head h reads
+key/value head h // G, with G = H / Hkv (as Hugging Face's ``repeat_kv``).
+
+GQA without copies: the G query heads that share a key/value head are folded
+into the rows, q -> (B, Hkv, G*T, D), so one batched matmul against the
+unrepeated k (B, Hkv, S, D) serves them all, in forward and backward alike.
+
+Forward (per batch and kv head; s = scale = 1/sqrt(D)):
+
+    scores = s * q k^T                  (G*T, S), -inf where a query may not look
+    P      = softmax(scores)            rows sum to 1
+    out    = P v                        (G*T, D)
+
+Backward (dP's row-softmax Jacobian collapses to a row sum):
+
+    dv = P^T dout                       (S, D)   sums over the G heads for free
+    dP = dout v^T                       (G*T, S)
+    dscores = P * (dP - rowsum(dP * P))
+    dq = s * dscores k                  (G*T, D)
+    dk = s * dscores^T q                (S, D)
+
+Causal with a cache: when S > T the T queries are the last T positions, so query
+i (0-based within the T) may look at keys 0 .. i + (S - T).
+
+Attention dropout zeroes entries of P with probability p and scales the rest by
+1/(1-p) before multiplying by v; the backward applies the same mask to dP.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ...autograd.function import Function
+from ...backends import get_backend
+
+
+class ScaledDotProductAttention(Function):
+    def __init__(self, is_causal: bool = True, dropout_p: float = 0.0, scale: float | None = None) -> None:
+        if not 0.0 <= dropout_p < 1.0:
+            raise ValueError(f"attention dropout_p must be in [0, 1), got {dropout_p}")
+        self.is_causal = is_causal
+        self.dropout_p = dropout_p
+        self.scale = scale
+
+    def forward(self, q: Any, k: Any, v: Any) -> Any:
+        xp = self.xp
+        B, H, T, D = q.shape
+        if k.ndim != 4 or k.shape != v.shape or k.shape[0] != B or k.shape[3] != D:
+            raise ValueError(
+                f"attention: q {q.shape} is (B, n_heads, T, head_dim); k {k.shape} and v {v.shape} must both be "
+                f"(B, n_kv_heads, S, head_dim) with the same B and head_dim"
+            )
+        Hkv, S = k.shape[1], k.shape[2]
+        if H % Hkv:
+            raise ValueError(f"attention: n_heads={H} must be a multiple of n_kv_heads={Hkv}")
+        if self.is_causal and S < T:
+            raise ValueError(f"causal attention needs at least as many keys as queries, got T={T} queries, S={S} keys")
+        G = H // Hkv
+        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(D)
+        self.scale_used = scale
+
+        qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
+        scores = qg @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
+        scores *= scale
+        if self.is_causal and T > 1:
+            future = xp.triu(xp.ones((T, S), dtype=bool), k=S - T + 1)  # (T, S): True where key j > i + S - T
+            scores.reshape(B, Hkv, G, T, S)[..., future] = -xp.inf
+        # Row softmax, in place.
+        scores -= scores.max(axis=-1, keepdims=True)
+        xp.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        probs = scores  # (B, Hkv, G*T, S)
+
+        keep = None
+        if self.dropout_p > 0.0:
+            keep = get_backend().rng.random(probs.shape) >= self.dropout_p  # (B, Hkv, G*T, S)
+            dropped = probs * keep / (1.0 - self.dropout_p)
+        else:
+            dropped = probs
+        out = dropped @ v  # (B, Hkv, G*T, D)
+        self.save(qg, k, v, probs, keep)
+        return out.reshape(B, H, T, D)
+
+    def backward(self, gy: Any) -> tuple[Any, Any, Any]:
+        qg, k, v, probs, keep = self.saved
+        B, H, T, D = gy.shape
+        gout = gy.reshape(qg.shape)  # (B, Hkv, G*T, D)
+        if keep is not None:
+            dropped = probs * keep / (1.0 - self.dropout_p)
+        else:
+            dropped = probs
+        gv = dropped.swapaxes(-1, -2) @ gout  # (B, Hkv, S, D)
+        gprobs = gout @ v.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
+        if keep is not None:
+            gprobs *= keep / (1.0 - self.dropout_p)
+        # dscores = P * (dP - rowsum(dP * P)) * scale, computed in place in gprobs.
+        gprobs -= (gprobs * probs).sum(axis=-1, keepdims=True)
+        gprobs *= probs
+        gprobs *= self.scale_used
+        gq = (gprobs @ k).reshape(B, H, T, D)  # (B, H, T, D)
+        gk = gprobs.swapaxes(-1, -2) @ qg  # (B, Hkv, S, D)
+        return gq, gk, gv
+
+
+def scaled_dot_product_attention(
+    q: Any, k: Any, v: Any, is_causal: bool = True, dropout_p: float = 0.0, scale: float | None = None
+) -> Any:
+    """softmax(q k^T / sqrt(head_dim) + causal mask) v for q (B, H, T, D) and k, v (B, H_kv, S, D).
+
+    ``H_kv`` may be smaller than ``H`` (grouped-query attention); keys and values are never repeated.
+    """
+    return ScaledDotProductAttention(is_causal, dropout_p, scale)(q, k, v)

@@ -1,0 +1,63 @@
+"""Rotary position embedding (Su et al. 2021) as one op.
+
+Each pair of features (x1, x2) of a head is rotated by the angle pos * freq:
+
+    y1 = x1 cos - x2 sin
+    y2 = x2 cos + x1 sin
+
+The backward rotates the gradient back by the opposite angle:
+
+    dx1 =  dy1 cos + dy2 sin
+    dx2 = -dy1 sin + dy2 cos
+
+Pairing convention: "half-split", as Hugging Face transformers' LLaMA: for a head of
+D features, feature i is paired with feature i + D/2 (x1 = x[..., :D/2],
+x2 = x[..., D/2:]). Meta's original LLaMA and GGUF files use the "interleaved"
+convention, pairing features 2i and 2i+1; see ``RotaryEmbedding`` for the
+permutation that converts weights from one to the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...autograd.function import Function
+
+
+class ApplyRope(Function):
+    """Rotate ``x`` (B, n_heads, T, head_dim) with tables ``cos``/``sin`` (T, head_dim/2)."""
+
+    def __init__(self, cos: Any, sin: Any) -> None:
+        self.cos = cos  # (T, D/2), constants: no gradient
+        self.sin = sin
+
+    def forward(self, x: Any) -> Any:
+        half = x.shape[-1] // 2
+        if x.shape[-1] % 2 or self.cos.shape != (x.shape[-2], half):
+            raise ValueError(
+                f"apply_rope: x {x.shape} (..., T, head_dim) needs an even head_dim and cos/sin tables of shape "
+                f"(T, head_dim/2) = {(x.shape[-2], half)}, got {self.cos.shape}"
+            )
+        cos, sin = self.cos.astype(x.dtype, copy=False), self.sin.astype(x.dtype, copy=False)
+        x1, x2 = x[..., :half], x[..., half:]  # (..., T, D/2) each
+        y = self.xp.empty_like(x)
+        y[..., :half] = x1 * cos - x2 * sin
+        y[..., half:] = x2 * cos + x1 * sin
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        half = gy.shape[-1] // 2
+        cos, sin = self.cos.astype(gy.dtype, copy=False), self.sin.astype(gy.dtype, copy=False)
+        g1, g2 = gy[..., :half], gy[..., half:]
+        gx = self.xp.empty_like(gy)
+        gx[..., :half] = g1 * cos + g2 * sin
+        gx[..., half:] = g2 * cos - g1 * sin
+        return gx
+
+
+def apply_rope(x: Any, cos: Any, sin: Any) -> Any:
+    """Rotate the features of ``x`` (..., T, head_dim) by position-dependent angles (half-split pairs).
+
+    ``cos``/``sin`` are raw arrays (T, head_dim/2), e.g. ``RotaryEmbedding.tables(start, T)``.
+    """
+    return ApplyRope(cos, sin)(x)

@@ -1,0 +1,67 @@
+"""AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient.
+
+For each parameter p with gradient g, at step t (starting at 1):
+
+    p = p * (1 - lr * weight_decay)              decoupled decay (not added to g)
+    m = beta1 * m + (1 - beta1) * g              running mean of g
+    v = beta2 * v + (1 - beta2) * g^2            running mean of g^2
+    p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+Everything is updated in place with ``out=`` arithmetic: no new parameter arrays per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from ..backends import get_backend
+from .optimizer import Optimizer
+
+
+class AdamW(Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    def step(self) -> None:
+        self.step_count += 1
+        t = self.step_count
+        xp = get_backend().xp
+        index = 0
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            bias1 = 1 - beta1**t
+            bias2 = 1 - beta2**t
+            for p in group["params"]:
+                state = self.state[index]
+                index += 1
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if not state:
+                    state["exp_avg"] = xp.zeros_like(p.data)  # m
+                    state["exp_avg_sq"] = xp.zeros_like(p.data)  # v
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                if wd:
+                    p.data *= 1 - lr * wd
+                m *= beta1
+                m += (1 - beta1) * g
+                v *= beta2
+                v += (1 - beta2) * (g * g)
+                # p -= (lr / bias1) * m / (sqrt(v) / sqrt(bias2) + eps), with one scratch array.
+                denom = xp.sqrt(v)
+                denom /= math.sqrt(bias2)
+                denom += eps
+                update = m / denom
+                update *= lr / bias1
+                p.data -= update

@@ -1,0 +1,25 @@
+"""Gradient clipping by global norm, as ``torch.nn.utils.clip_grad_norm_``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from ..autograd import Tensor
+
+
+def clip_grad_norm_(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> float:
+    """Scale all gradients in place so their joint L2 norm is at most ``max_norm``; return the norm before.
+
+    The norm is over every gradient together: sqrt(sum over params of sum(g^2)).
+    A non-finite norm is returned as is (the caller decides to skip the step), and nothing is scaled.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float((g.astype("float64", copy=False) ** 2).sum()) for g in grads))
+    if math.isfinite(total) and total > max_norm:
+        scale = max_norm / (total + eps)
+        for g in grads:
+            g *= scale
+    return total
