@@ -18,7 +18,7 @@ Backward (dP's row-softmax Jacobian collapses to a row sum):
 
     dv = P^T dout                       (S, D)   sums over the G heads for free
     dP = dout v^T                       (G*T, S)
-    dscores = P * (dP - rowsum(dP * P))
+    dscores = P * (dP - rowsum(dP * P))  with rowsum(dP * P) = rowsum(dout * out)
     dq = s * dscores k                  (G*T, D)
     dk = s * dscores^T q                (S, D)
 
@@ -64,15 +64,16 @@ class ScaledDotProductAttention(Function):
         self.scale_used = scale
 
         qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
-        scores = qg @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
-        scores *= scale
+        scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
         if self.is_causal and T > 1:
-            future = xp.triu(xp.ones((T, S), dtype=bool), k=S - T + 1)  # (T, S): True where key j > i + S - T
-            scores.reshape(B, Hkv, G, T, S)[..., future] = -xp.inf
+            # Additive mask (T, S): 0 where key j <= i + S - T, -inf after; one broadcast add over the groups.
+            future = xp.triu(xp.full((T, S), -xp.inf, dtype=scores.dtype), k=S - T + 1)
+            scores5 = scores.reshape(B, Hkv, G, T, S)
+            scores5 += future
         # Row softmax, in place.
         scores -= scores.max(axis=-1, keepdims=True)
         xp.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
+        scores *= 1.0 / scores.sum(axis=-1, keepdims=True)
         probs = scores  # (B, Hkv, G*T, S)
 
         keep = None
@@ -82,11 +83,11 @@ class ScaledDotProductAttention(Function):
         else:
             dropped = probs
         out = dropped @ v  # (B, Hkv, G*T, D)
-        self.save(qg, k, v, probs, keep)
+        self.save(qg, k, v, probs, keep, out)
         return out.reshape(B, H, T, D)
 
     def backward(self, gy: Any) -> tuple[Any, Any, Any]:
-        qg, k, v, probs, keep = self.saved
+        qg, k, v, probs, keep, out = self.saved
         B, H, T, D = gy.shape
         gout = gy.reshape(qg.shape)  # (B, Hkv, G*T, D)
         if keep is not None:
@@ -97,12 +98,14 @@ class ScaledDotProductAttention(Function):
         gprobs = gout @ v.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
         if keep is not None:
             gprobs *= keep / (1.0 - self.dropout_p)
-        # dscores = P * (dP - rowsum(dP * P)) * scale, computed in place in gprobs.
-        gprobs -= (gprobs * probs).sum(axis=-1, keepdims=True)
+        # dscores = P * (dP - rowsum(dP * P)), in place in gprobs. The row sum needs no (G*T, S)
+        # product: rowsum_j(dP_ij P_ij) = rowsum_j((dout_i . v_j) P_ij) = dout_i . out_i, (G*T, D) work.
+        # (With dropout the same identity holds for the dropped P that made out.)
+        gprobs -= (gout * out).sum(axis=-1, keepdims=True)
         gprobs *= probs
-        gprobs *= self.scale_used
-        gq = (gprobs @ k).reshape(B, H, T, D)  # (B, H, T, D)
-        gk = gprobs.swapaxes(-1, -2) @ qg  # (B, Hkv, S, D)
+        scale = self.scale_used  # applied to the small (T, D) results, not the (T, S) scores
+        gq = ((gprobs @ k) * scale).reshape(B, H, T, D)  # (B, H, T, D)
+        gk = gprobs.swapaxes(-1, -2) @ (qg * scale)  # (B, Hkv, S, D)
         return gq, gk, gv
 
 
