@@ -19,17 +19,25 @@ class SwiGLUFunction(Function):
         if a.shape != b.shape:
             raise ValueError(f"swiglu: gate {a.shape} and up projection {b.shape} must have the same shape")
         xp = self.xp
-        s = 1.0 / (1.0 + xp.exp(-a))  # sigmoid(a)
-        silu = a * s
+        s = xp.negative(a)  # sigmoid(a) = 1 / (1 + exp(-a)), built in place in one buffer
+        xp.exp(s, out=s)
+        s += 1.0
+        xp.reciprocal(s, out=s)
         self.save(a, b, s)
-        return silu * b
+        y = a * s  # silu(a)
+        y *= b
+        return y
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b, s = self.saved
         silu = a * s
         gb = gy * silu
-        ga = gy * b * (s + silu * (1.0 - s))
-        return ga, gb
+        # ga = gy * b * (s + silu * (1 - s)), built in place in the silu buffer
+        silu *= 1.0 - s
+        silu += s
+        silu *= b
+        silu *= gy
+        return silu, gb
 
 
 def swiglu(a: Any, b: Any) -> Any:
