@@ -6,6 +6,7 @@
     x.grad  # array([2., 4.], dtype=float32)
 """
 
+from . import models, nn, optim
 from .autograd import Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
 from .autograd.ops import (
     abs,
@@ -49,4 +50,7 @@ __all__ = [
     "tanh",
     "tensor",
     "where",
+    "models",
+    "nn",
+    "optim",
 ]
