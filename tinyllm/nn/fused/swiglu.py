@@ -19,10 +19,12 @@ class SwiGLUFunction(Function):
         if a.shape != b.shape:
             raise ValueError(f"swiglu: gate {a.shape} and up projection {b.shape} must have the same shape")
         xp = self.xp
-        s = xp.negative(a)  # sigmoid(a) = 1 / (1 + exp(-a)), built in place in one buffer
-        xp.exp(s, out=s)
+        # sigmoid(a) = 1 / (1 + exp(-a)) = (1 + tanh(a/2)) / 2, built in place in one buffer. The tanh
+        # form never overflows (exp(-a) does for a < -88 in float32), as the unfused Sigmoid/Silu ops.
+        s = a * 0.5
+        xp.tanh(s, out=s)
         s += 1.0
-        xp.reciprocal(s, out=s)
+        s *= 0.5
         self.save(a, b, s)
         y = a * s  # silu(a)
         y *= b
