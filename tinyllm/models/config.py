@@ -21,6 +21,10 @@ from typing import Any
 NORMS = ("rmsnorm", "layernorm")
 MLPS = ("swiglu", "gelu")
 POSITIONS = ("rope", "learned", "sinusoidal")
+INT_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden_dim", "max_seq_len")
+DERIVED_WHEN_NONE = ("n_kv_heads", "head_dim", "ffn_hidden_dim")
+FLOAT_FIELDS = ("rope_theta", "norm_eps", "dropout")
+BOOL_FIELDS = ("tie_embeddings", "qk_norm", "bias")
 
 
 @dataclass
@@ -45,10 +49,11 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (source model, ...), not used by the code
 
     def __post_init__(self) -> None:
+        self._check_types()  # before deriving anything: "64" % 4 would fail with a message about strings
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
-            if self.n_heads <= 0 or self.dim % self.n_heads:
+            if self.dim % self.n_heads:
                 raise ValueError(
                     f"dim={self.dim} is not divisible by n_heads={self.n_heads}: choose n_heads dividing dim "
                     f"(or set head_dim explicitly)"
@@ -59,12 +64,26 @@ class ModelConfig:
             self.ffn_hidden_dim = 32 * ((hidden + 31) // 32)
         self.validate()
 
-    def validate(self) -> None:
-        positive = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_hidden_dim", "max_seq_len")
-        for name in positive:
+    def _check_types(self, allow_none: bool = True) -> None:
+        """Each field has the kind of value it needs (a hand-edited JSON file may say "64" or "false")."""
+        for name in INT_FIELDS:
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if value is None and allow_none and name in DERIVED_WHEN_NONE:
+                continue
+            # bool is a subclass of int in Python; True is not a width.
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        for name in BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+
+    def validate(self) -> None:
+        self._check_types(allow_none=False)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}: each key/value head "
