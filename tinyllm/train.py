@@ -1,0 +1,314 @@
+"""Training a language model: ``TrainConfig``, and ``train``, a loop meant to be read top to bottom.
+
+One optimizer step (nanoGPT's ``train.py`` is the model for this loop)::
+
+    lr = get_lr(step, ...)                           linear warmup, then cosine decay to min_lr
+    for each of grad_accum_steps micro-batches:
+        x, y = data.get_batch("train", B, T)         (B, T) token ids, y = x shifted by one
+        loss = cross-entropy(model(x), y)            mean over the B*T predictions
+        (loss / grad_accum_steps).backward()         gradients add up over the micro-batches
+    clip_grad_norm_(parameters, grad_clip)           rescale so the global gradient norm <= grad_clip
+    optimizer.step(); optimizer.zero_grad()          AdamW, weight decay on matrices only
+
+Every ``eval_interval`` steps and at the end: evaluate on the val split (loss, perplexity,
+bits per character, next-token accuracy), save ``out_dir/last``, and ``out_dir/best`` when
+the val loss improved. A loss or gradient norm that is NaN or infinite stops training with
+``TrainingDiverged``, leaving the last good checkpoint as it was.
+
+Resuming is exact: a checkpoint holds the parameters, AdamW's moments and step count, and the
+state of the backend's random generator (which draws both the batches and the dropout masks),
+so on the NumPy backend N steps + resume + M steps give the same parameters as N + M steps.
+
+    config = TrainConfig(max_steps=600, out_dir="out/shakespeare")
+    model = Transformer(ModelConfig(vocab_size=512))
+    result = train(model, data, config)               # data: a TokenDataset (tinyllm.data)
+    result["val_loss"], result["val_bpc"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .autograd import no_grad
+from .backends import get_backend
+from .checkpoint import Checkpoint, restore, save_checkpoint
+from .data import TokenDataset
+from .logger import TrainingLogger
+from .models import Transformer
+from .optim import AdamW, clip_grad_norm_, get_lr
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; training stopped."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # B: sequences per micro-batch
+    block_size: int = 128  # T: tokens per sequence, the context the model learns to use
+    grad_accum_steps: int = 1  # micro-batches per optimizer step: B * grad_accum_steps sequences per step
+    max_steps: int = 600  # optimizer steps in the whole run (the cosine schedule ends here)
+    lr: float = 3e-3  # peak learning rate, reached at the end of warmup
+    min_lr: float = 3e-4  # where the cosine decay ends
+    warmup_steps: int = 50
+    weight_decay: float = 0.1  # AdamW's decoupled decay, on matrices only (ndim >= 2)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
+    eval_interval: int = 100  # evaluate and save a checkpoint every this many steps
+    eval_iters: int = 20  # val batches per evaluation
+    log_interval: int = 10  # write a line to log.jsonl every this many steps
+    out_dir: str = "out"  # checkpoints (last/, best/), log.jsonl and loss.png
+    seed: int = 1337  # seeds the batches and dropout masks of a new run
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.out_dir = str(self.out_dir)
+        positive = ("batch_size", "block_size", "grad_accum_steps", "max_steps", "eval_interval", "eval_iters",
+                    "log_interval")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("TrainConfig.warmup_steps, grad_clip and weight_decay must not be negative")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys are an error that lists the valid ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+
+def configure_optimizer(model: Transformer, config: TrainConfig) -> AdamW:
+    """AdamW with weight decay on matrices (linear weights, embeddings) and none on vectors (norm gains, biases).
+
+    Decay pulls weights towards zero; for a norm's gain that would fight the normalisation
+    itself, so as nanoGPT only tensors with ndim >= 2 are decayed.
+    """
+    parameters = model.parameters()
+    groups = [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay}]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def evaluate(
+    model: Transformer, data: TokenDataset, batch_size: int, block_size: int, iters: int, seed: int = 0
+) -> dict[str, float]:
+    """Loss, perplexity, bits per character and next-token accuracy on ``iters`` val batches.
+
+    - loss: mean cross-entropy in nats per token;
+    - perplexity = exp(loss): the model is as unsure as a uniform choice among this many tokens;
+    - bpc = loss / (ln 2 * characters per token): comparable across tokenizers (a character-level
+      model's loss in bits is already per character);
+    - accuracy: how often the most likely next token is the right one.
+
+    The batches come from a generator seeded with ``seed`` afresh on every call, so every
+    evaluation scores the same batches (two evaluations differ only because the model did), and
+    evaluating leaves the training's random stream untouched.
+    """
+    xp = get_backend().xp
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()  # dropout off
+    total_loss, correct, count = 0.0, 0, 0
+    with no_grad():  # no graph: evaluation needs no backward
+        for _ in range(iters):
+            x, y = data.get_batch("val", batch_size, block_size, rng=rng)  # (B, T) each
+            logits, loss = model(x, y)  # (B, T, vocab_size)
+            total_loss += loss.item()
+            correct += int((xp.argmax(logits.data, axis=-1) == y).sum())
+            count += y.size
+    model.train(was_training)
+    loss = total_loss / iters
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss) if loss < 700 else math.inf,
+        "bpc": loss / (math.log(2) * data.chars_per_token),
+        "accuracy": correct / count,
+    }
+
+
+def train(
+    model: Transformer,
+    data: TokenDataset,
+    config: TrainConfig,
+    *,
+    checkpoint: Checkpoint | None = None,
+    stop_at_step: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``data``; return the final evaluation (``val_loss``, ``val_bpc``, ...), ``best_val_loss``
+    and ``tokens_per_second`` (the average of this call's optimizer steps).
+
+    ``checkpoint``: continue the run saved there (``load_checkpoint(out_dir / "last")``) instead of
+    starting a new one. ``stop_at_step``: stop early, as an interrupted run would, saving ``last``
+    there; the learning-rate schedule still follows ``config.max_steps``.
+    """
+    backend = get_backend()
+    out_dir = Path(config.out_dir)
+    data.check_block_size(config.block_size)
+    if config.block_size > model.config.max_seq_len:
+        raise ValueError(f"block_size {config.block_size} is longer than the model's max_seq_len {model.config.max_seq_len}")
+    if data.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {data.vocab_size} tokens, the model's vocab_size is {model.config.vocab_size}")
+    optimizer = configure_optimizer(model, config)
+
+    # -- a new run, or the continuation of a saved one ------------------------------------------
+    if checkpoint is None:
+        step, best_val_loss, metrics = 0, math.inf, {}
+        backend.seed(config.seed)  # the stream that draws batches and dropout masks
+    else:
+        restore(checkpoint, model, optimizer)
+        state = checkpoint.train_state
+        step, metrics = state["step"], state.get("metrics", {})
+        best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
+        _restore_rng_state(state)
+    start_step, last_saved_step = step, (step if checkpoint else None)
+    end_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
+    logger = TrainingLogger(out_dir, resume_step=step if checkpoint else None)
+    tokens_per_step = config.batch_size * config.block_size * config.grad_accum_steps
+    bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not config.progress, dynamic_ncols=True)
+    window_start, window_losses, tokens_per_second = time.perf_counter(), [], 0.0
+    train_seconds = 0.0  # time spent in optimizer steps, for the run's average tokens/s
+    model.train()
+
+    try:
+        while True:
+            # -- evaluate and save, every eval_interval steps and at the end --------------------
+            resumed_here = checkpoint is not None and step == start_step  # saved just before the stop
+            if (step % config.eval_interval == 0 or step == end_step) and not resumed_here:
+                scores = evaluate(model, data, config.batch_size, config.block_size, config.eval_iters, seed=config.seed)
+                metrics = {f"val_{name}": value for name, value in scores.items()}
+                logger.log("eval", step, **metrics)
+                if not math.isfinite(metrics["val_loss"]):
+                    message = _diverged_message("val loss", metrics["val_loss"], step, out_dir, last_saved_step)
+                    raise TrainingDiverged(message)
+                improved = metrics["val_loss"] < best_val_loss
+                best_val_loss = min(best_val_loss, metrics["val_loss"])
+                save = {
+                    "model": model,
+                    "optimizer": optimizer,
+                    "train_state": _train_state(step, best_val_loss, metrics, data),
+                    "train_config": config.to_dict(),
+                    "tokenizer_path": data.tokenizer_path,
+                }
+                save_checkpoint(out_dir / "last", **save)
+                if improved:
+                    save_checkpoint(out_dir / "best", **save)
+                last_saved_step = step
+                logger.plot()
+                bar.write(
+                    f"step {step}: val loss {metrics['val_loss']:.4f}, perplexity {metrics['val_perplexity']:.1f}, "
+                    f"{metrics['val_bpc']:.3f} bits/char, accuracy {metrics['val_accuracy']:.1%}"
+                    + (" (best so far, saved)" if improved else "")
+                )
+                window_start, window_losses = time.perf_counter(), []  # do not count evaluation time as training
+            if step >= end_step:
+                break
+
+            # -- one optimizer step -------------------------------------------------------------
+            step_start = time.perf_counter()
+            lr = get_lr(step, config.lr, config.warmup_steps, config.max_steps, config.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for _ in range(config.grad_accum_steps):
+                x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
+                _, loss = model(x, y)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    message = _diverged_message("training loss", loss_value, step, out_dir, last_saved_step, lr)
+                    raise TrainingDiverged(message)
+                (loss * (1.0 / config.grad_accum_steps)).backward()  # the mean over all micro-batches
+                step_loss += loss_value / config.grad_accum_steps
+            grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)  # inf: measure, never clip
+            if not math.isfinite(grad_norm):
+                message = _diverged_message("gradient norm", grad_norm, step, out_dir, last_saved_step, lr)
+                raise TrainingDiverged(message)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            backend.synchronize()  # GPU work is queued: wait for it before reading the clock
+            train_seconds += time.perf_counter() - step_start
+
+            # -- report -------------------------------------------------------------------------
+            window_losses.append(step_loss)
+            if step % config.log_interval == 0:
+                tokens_per_second = len(window_losses) * tokens_per_step / (time.perf_counter() - window_start)
+                logger.log("train", step, loss=float(np.mean(window_losses)), lr=lr, grad_norm=grad_norm,
+                           tokens_per_second=tokens_per_second)
+                if not config.progress:
+                    print(f"step {step}: loss {np.mean(window_losses):.4f}, lr {lr:.2e}, {tokens_per_second:,.0f} tokens/s")
+                window_start, window_losses = time.perf_counter(), []
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
+    finally:
+        bar.close()
+    average = (step - start_step) * tokens_per_step / train_seconds if train_seconds else 0.0
+    return {"step": step, **metrics, "best_val_loss": best_val_loss, "tokens_per_second": average}
+
+
+def _train_state(step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset) -> dict[str, Any]:
+    """What a checkpoint needs beyond the tensors to continue exactly where this run is."""
+    backend = get_backend()
+    try:
+        rng_state = backend.get_rng_state()
+    except NotImplementedError:  # some CuPy versions cannot export their generator
+        rng_state = None
+    return {
+        "step": step,
+        "best_val_loss": best_val_loss if math.isfinite(best_val_loss) else None,
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+        "backend": backend.name,
+        "rng_state": rng_state,
+        "val_chars_per_token": data.chars_per_token,
+        "text_sha256": data.text_sha256,
+    }
+
+
+def _restore_rng_state(state: dict[str, Any]) -> None:
+    backend = get_backend()
+    if state.get("rng_state") is None or state.get("backend") != backend.name:
+        warnings.warn(
+            f"the checkpoint's random state (backend {state.get('backend')!r}) cannot be restored on the "
+            f"{backend.name!r} backend: training continues, but not bit-identically to an uninterrupted run",
+            stacklevel=3,
+        )
+        return
+    backend.set_rng_state(state["rng_state"])
+
+
+def _diverged_message(
+    what: str, value: float, step: int, out_dir: Path, last_saved_step: int | None, lr: float | None = None
+) -> str:
+    at_lr = f" (learning rate {lr:.3g})" if lr is not None else ""
+    kept = (
+        f"The last good checkpoint, from step {last_saved_step}, is untouched in {out_dir / 'last'}."
+        if last_saved_step is not None
+        else "No checkpoint was saved before this."
+    )
+    return (
+        f"the {what} became {value} at step {step}{at_lr}: training diverged and was stopped. {kept} "
+        f"Lower the learning rate (--lr), lengthen the warmup (--warmup-steps) or clip gradients "
+        f"(--grad-clip 1.0), then train again."
+    )
