@@ -24,6 +24,7 @@ from .autograd.ops import (
     where,
 )
 from .backends import BackendUnavailableError, get_backend, set_backend
+from .pretrained import load_pretrained
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "get_backend",
     "gradcheck",
     "is_grad_enabled",
+    "load_pretrained",
     "log",
     "matmul",
     "maximum",
