@@ -62,6 +62,9 @@ def gradcheck(
     if not checked:
         raise ValueError("gradcheck needs at least one input with requires_grad=True")
     for t in checked:
+        if not t.is_leaf:
+            # backward gives only leaves a .grad: a non-leaf input would look like a zero gradient.
+            raise ValueError("gradcheck inputs must be leaf tensors (made by tl.tensor, not by an op)")
         if t.dtype != np.float64:
             raise TypeError(f"gradcheck needs float64 inputs (finite differences in float32 are too coarse), got {t.dtype}")
 
@@ -81,18 +84,20 @@ def gradcheck(
 
     for index, (t, grad) in enumerate(zip(checked, analytic)):
         numeric = np.zeros(t.shape)
-        flat = t.data.reshape(-1)  # a view: editing it perturbs the input in place
-        for i in range(flat.size):
-            original = float(flat[i])
-            flat[i] = original + eps
+        # Perturb one element at a time, in place. (Not through reshape(-1): for a
+        # non-contiguous input that is a copy, and the input would never change.)
+        for i in np.ndindex(*t.shape):
+            original = float(t.data[i])
+            t.data[i] = original + eps
             plus = loss_value()
-            flat[i] = original - eps
+            t.data[i] = original - eps
             minus = loss_value()
-            flat[i] = original
-            numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+            t.data[i] = original
+            numeric[i] = (plus - minus) / (2 * eps)
         grad = backend.to_host(grad)
-        error = np.abs(grad - numeric) - (atol + rtol * np.abs(numeric))
-        if error.size and error.max() > 0:
+        close = np.abs(grad - numeric) <= atol + rtol * np.abs(numeric)  # False where either is nan
+        if not close.all():
+            error = np.where(close, -np.inf, np.nan_to_num(np.abs(grad - numeric), nan=np.inf))
             worst = np.unravel_index(int(np.argmax(error)), error.shape)
             raise GradcheckError(
                 f"gradient of input {index} (shape {t.shape}) is wrong at index {tuple(int(i) for i in worst)}: "

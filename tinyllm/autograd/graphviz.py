@@ -27,6 +27,7 @@ def to_dot(tensor: Tensor) -> str:
     lines = ["digraph tinyllm {", "  rankdir=LR;"]
     seen_tensors: set[int] = set()
     seen_functions: set[int] = set()
+    seen_edges: set[tuple[int, int]] = set()  # a tensor used twice is reached twice: draw its edge once
 
     def add_tensor(t: Tensor) -> None:
         if id(t) not in seen_tensors:
@@ -38,7 +39,9 @@ def to_dot(tensor: Tensor) -> str:
     stack: list[tuple[Function, Tensor]] = [(tensor.creator, tensor)] if tensor.creator else []
     while stack:
         f, out = stack.pop()
-        lines.append(f"  f{id(f)} -> t{id(out)};")
+        if (id(f), id(out)) not in seen_edges:
+            seen_edges.add((id(f), id(out)))
+            lines.append(f"  f{id(f)} -> t{id(out)};")
         if id(f) in seen_functions:
             continue
         seen_functions.add(id(f))

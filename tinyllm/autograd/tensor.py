@@ -344,6 +344,12 @@ class Tensor:
     def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
         return ops.clamp(self, min, max)
 
+    def maximum(self, other: Any) -> Tensor:
+        return ops.maximum(self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        return ops.minimum(self, other)
+
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return ops.sum(self, axis=axis, keepdims=keepdims)
 

@@ -1,6 +1,24 @@
 """Every differentiable op, as a Function class plus a lowercase wrapper (``Exp`` and ``exp``)."""
 
-from .arithmetic import Add, Div, Maximum, Minimum, Mul, Neg, Pow, Sub, add, div, maximum, minimum, mul, neg, pow, sum_to
+from .arithmetic import (
+    Add,
+    Div,
+    Maximum,
+    Minimum,
+    Mul,
+    Neg,
+    Pow,
+    Sub,
+    add,
+    div,
+    maximum,
+    minimum,
+    mul,
+    neg,
+    pow,
+    sub,
+    sum_to,
+)
 from .cross_entropy import CrossEntropy, cross_entropy
 from .dropout import Dropout, dropout
 from .embedding import Embedding, embedding

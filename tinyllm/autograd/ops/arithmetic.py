@@ -102,7 +102,7 @@ class Maximum(BinaryFunction):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b = self.saved
-        share_a = (a > b) + 0.5 * (a == b)  # 1 where a wins, 0.5 on ties, 0 where b wins
+        share_a = ((a > b) + 0.5 * (a == b)).astype(gy.dtype, copy=False)  # 1 where a wins, 0.5 on ties, 0 where b wins
         return sum_to(gy * share_a, a.shape), sum_to(gy * (1.0 - share_a), b.shape)
 
 
@@ -116,7 +116,7 @@ class Minimum(BinaryFunction):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b = self.saved
-        share_a = (a < b) + 0.5 * (a == b)
+        share_a = ((a < b) + 0.5 * (a == b)).astype(gy.dtype, copy=False)
         return sum_to(gy * share_a, a.shape), sum_to(gy * (1.0 - share_a), b.shape)
 
 
@@ -131,7 +131,7 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x ** c for a constant exponent c;  dL/dx = gy * c * x ** (c - 1)."""
+    """y = x ** c for a constant exponent c;  dL/dx = gy * c * x ** (c - 1)  (0 when c = 0, even at x = 0)."""
 
     def __init__(self, exponent: float) -> None:
         if not isinstance(exponent, int | float):
@@ -145,6 +145,8 @@ class Pow(Function):
     def backward(self, gy: Any) -> Any:
         (x,) = self.saved
         c = self.exponent
+        if c == 0:
+            return self.xp.zeros_like(gy)  # x ** -1 at x = 0 would turn 0 * inf into nan
         return gy * c * x ** (c - 1)
 
 

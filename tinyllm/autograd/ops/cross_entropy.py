@@ -2,7 +2,7 @@
 
 For one row of logits x (V classes) and target t:
 
-    loss = logsumexp(x) - x[t]
+    loss = logsumexp(x) - x[t] = log(sum(exp(x - m))) - (x[t] - m),  m = max(x)
     dloss/dx = softmax(x) - onehot(t)
 
 With ``reduction="mean"`` the loss is averaged over the rows whose target is
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..function import Function
 from .indexing import _raw_index
-from .softmax import stable_logsumexp
+from .softmax import shifted_logsumexp
 
 
 class CrossEntropy(Function):
@@ -53,8 +53,11 @@ class CrossEntropy(Function):
                 f"(valid ids are 0..{n_classes - 1}, or ignore_index={self.ignore_index})"
             )
         safe_t = xp.where(keep, t, 0)
-        lse = stable_logsumexp(xp, x, axis=-1)[:, 0]  # (N,)
-        losses = (lse - x[xp.arange(x.shape[0]), safe_t]) * keep  # (N,)
+        m, log_sum = shifted_logsumexp(xp, x, axis=-1)  # (N, 1) each
+        m, log_sum = m[:, 0], log_sum[:, 0]
+        # (x[t] - m) before adding log_sum: exact when x[t] is the max, however large the logits.
+        losses = (log_sum - (x[xp.arange(x.shape[0]), safe_t] - m)) * keep  # (N,)
+        lse = m + log_sum  # (N,)
         self.n_kept = int(keep.sum()) if self.reduction == "mean" else None
         self.save(x, lse, safe_t, keep)
         if self.reduction == "none":

@@ -35,7 +35,8 @@ class Embedding(Function):
 
     def backward(self, gy: Any) -> Any:
         grad = self.xp.zeros(self.weight_shape, dtype=self.dtype)  # (vocab, dim)
-        get_backend().scatter_add(grad, self.ids.reshape(-1), gy.reshape(-1, self.weight_shape[-1]))
+        rows = gy.reshape((self.ids.size,) + self.weight_shape[1:])  # (n_ids, dim); not -1: dim may be 0
+        get_backend().scatter_add(grad, self.ids.reshape(-1), rows)
         return grad
 
 

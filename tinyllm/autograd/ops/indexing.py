@@ -18,7 +18,9 @@ def _raw_index(index: Any) -> Any:
     if isinstance(index, tuple):
         return tuple(_raw_index(i) for i in index)
     if isinstance(index, list):
-        return get_backend().xp.asarray(index)
+        array = get_backend().xp.asarray(index)
+        # x[[]] selects nothing, as in NumPy; asarray([]) alone would be a float array, not an index.
+        return array.astype(get_backend().xp.int64) if array.size == 0 else array
     return index
 
 

@@ -11,6 +11,7 @@ A 1-D operand is treated as a row (a) or a column (b) vector, as NumPy does.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..function import Function
@@ -48,8 +49,9 @@ class MatMul(Function):
         if b2.ndim == 2:
             # The common case (x @ W): fold every leading axis of a into the rows, so the
             # weight gradient is one (K, M*) @ (M*, N) product instead of a batch to sum.
+            rows = math.prod(a2.shape[:-1])  # not reshape(-1, K): that fails when K or N is 0
             ga = gy2 @ b2.T
-            gb = a2.reshape(-1, a2.shape[-1]).T @ gy2.reshape(-1, gy2.shape[-1])
+            gb = a2.reshape(rows, a2.shape[-1]).T @ gy2.reshape(rows, gy2.shape[-1])
         else:
             ga = gy2 @ b2.swapaxes(-1, -2)
             gb = a2.swapaxes(-1, -2) @ gy2

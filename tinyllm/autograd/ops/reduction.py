@@ -12,15 +12,21 @@ from ..function import Function
 
 
 def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
-    """``axis`` as a sorted tuple of non-negative ints: normalize_axes(-1, 3) -> (2,); None -> all axes."""
+    """``axis`` as a sorted tuple of non-negative ints: normalize_axes(-1, 3) -> (2,); None -> all axes.
+
+    A 0-d tensor accepts axis 0 or -1 and reduces nothing (as PyTorch does).
+    """
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    # This module defines its own ``max`` and ``sum`` (the ops), so no builtin max() here.
+    bound = ndim if ndim > 0 else 1
     normalized = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -bound <= a < bound:
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-        normalized.append(a % ndim if ndim else 0)
+        if ndim > 0:
+            normalized.append(a % ndim)
     return tuple(sorted(set(normalized)))
 
 
@@ -84,7 +90,8 @@ class Max(Reduction):
 
     def backward(self, gy: Any) -> Any:
         (is_max,) = self.saved
-        share = is_max / is_max.sum(axis=self.axes, keepdims=True)
+        # bool / int counts would be float64: cast so a float32 graph stays float32.
+        share = (is_max / is_max.sum(axis=self.axes, keepdims=True)).astype(gy.dtype, copy=False)
         return self.expand(gy) * share
 
 

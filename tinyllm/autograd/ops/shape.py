@@ -8,6 +8,7 @@ from typing import Any
 
 from ..function import Function
 from .arithmetic import sum_to
+from .reduction import normalize_axes
 
 
 class Reshape(Function):
@@ -34,7 +35,13 @@ class Transpose(Function):
         self.axes = axes
 
     def forward(self, x: Any) -> Any:
-        axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(a % max(x.ndim, 1) for a in self.axes)
+        if self.axes is None:
+            axes = tuple(reversed(range(x.ndim)))
+        else:
+            # Check the range first: a % ndim would quietly turn axis 5 of a 2-d tensor into axis 1.
+            if any(not -x.ndim <= a < x.ndim for a in self.axes):
+                raise ValueError(f"transpose axes {self.axes} are out of range for shape {x.shape}")
+            axes = tuple(a % x.ndim for a in self.axes)
         if sorted(axes) != list(range(x.ndim)):
             raise ValueError(f"transpose axes {self.axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
         self.inverse = tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
@@ -137,6 +144,9 @@ def transpose(x: Any, axes: tuple[int, ...] | None = None) -> Any:
 
 
 def swapaxes(x: Any, axis1: int, axis2: int) -> Any:
+    for a in (axis1, axis2):
+        if not -x.ndim <= a < x.ndim:
+            raise ValueError(f"swapaxes: axis {a} is out of range for shape {x.shape}")
     axes = list(range(x.ndim))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
     return Transpose(tuple(axes))(x)
@@ -147,8 +157,11 @@ def broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
 
 
 def squeeze(x: Any, axis: Any = None) -> Any:
-    """Remove size-1 axes (all of them, or the given ones, which must have size 1)."""
-    axes = range(x.ndim) if axis is None else [a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)]
+    """Remove size-1 axes (all of them, or the given ones, which must have size 1).
+
+    squeeze(x of shape (2, 1, 3, 1)) -> (2, 3);  squeeze(x, axis=-1) -> (2, 1, 3).
+    """
+    axes = normalize_axes(axis, x.ndim)  # raises for an axis out of range
     for a in axes:
         if axis is not None and x.shape[a] != 1:
             raise ValueError(f"cannot squeeze axis {a} of shape {x.shape}: its size is not 1")
@@ -157,7 +170,12 @@ def squeeze(x: Any, axis: Any = None) -> Any:
 
 
 def unsqueeze(x: Any, axis: int) -> Any:
-    """Insert a size-1 axis at ``axis`` (negative counts from the end of the new shape)."""
+    """Insert a size-1 axis at ``axis`` (negative counts from the end of the new shape).
+
+    unsqueeze(x of shape (2, 3), 0) -> (1, 2, 3);  unsqueeze(x, -1) -> (2, 3, 1).
+    """
+    if not -(x.ndim + 1) <= axis <= x.ndim:
+        raise ValueError(f"unsqueeze: axis {axis} is out of range for shape {x.shape} (valid: {-(x.ndim + 1)}..{x.ndim})")
     axis = axis % (x.ndim + 1)
     return Reshape(x.shape[:axis] + (1,) + x.shape[axis:])(x)
 

@@ -14,12 +14,22 @@ from typing import Any
 from ..function import Function
 
 
-def stable_logsumexp(xp: Any, x: Any, axis: int) -> Any:
-    """log(sum(exp(x))) along ``axis`` with keepdims, without overflow: m + log(sum(exp(x - m)))."""
+def shifted_logsumexp(xp: Any, x: Any, axis: Any) -> tuple[Any, Any]:
+    """(m, log(sum(exp(x - m)))) along ``axis`` with keepdims, m = max(x): logsumexp(x) is their sum.
+
+    Kept apart so that log_softmax can compute (x - m) - log(sum(...)): adding m first and
+    subtracting it again (x - lse) rounds at the scale of m and loses digits when |x| is large.
+    """
     m = x.max(axis=axis, keepdims=True)
-    shifted = x - m
+    shifted = xp.asarray(x - m)  # asarray: for 0-d x NumPy returns a scalar, which out= cannot write into
     xp.exp(shifted, out=shifted)
-    return m + xp.log(shifted.sum(axis=axis, keepdims=True))
+    return m, xp.log(shifted.sum(axis=axis, keepdims=True))
+
+
+def stable_logsumexp(xp: Any, x: Any, axis: Any) -> Any:
+    """log(sum(exp(x))) along ``axis`` with keepdims, without overflow: m + log(sum(exp(x - m)))."""
+    m, log_sum = shifted_logsumexp(xp, x, axis)
+    return m + log_sum
 
 
 class Softmax(Function):
@@ -27,7 +37,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x: Any) -> Any:
-        y = x - x.max(axis=self.axis, keepdims=True)
+        y = self.xp.asarray(x - x.max(axis=self.axis, keepdims=True))  # asarray: see stable_logsumexp
         self.xp.exp(y, out=y)
         y /= y.sum(axis=self.axis, keepdims=True)
         self.save(y)
@@ -43,7 +53,8 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x: Any) -> Any:
-        y = x - stable_logsumexp(self.xp, x, self.axis)
+        m, log_sum = shifted_logsumexp(self.xp, x, self.axis)
+        y = (x - m) - log_sum
         self.save(y)
         return y
 
