@@ -162,6 +162,7 @@ def print_sample(model: Transformer, tokenizer, n_tokens: int, seed: int) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     settings = {}  # a flag given on the command line wins over the preset; None: TrainConfig's default
     for key in MODEL_KEYS + TRAIN_KEYS:
         settings[key] = getattr(args, key) if getattr(args, key) is not None else PRESETS[args.preset].get(key)
@@ -182,33 +183,34 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as error:
             print(f"error: cannot resume: {error}", file=sys.stderr)
             return 1
-        model_config = checkpoint.model_config
         saved = {**checkpoint.train_config, "out_dir": str(args.out_dir), "progress": not args.no_progress}
         if args.max_steps is not None:
             saved["max_steps"] = args.max_steps
         train_config = TrainConfig.from_dict(saved)
         tokenizer_path = checkpoint.tokenizer_path
     else:
-        model_config = ModelConfig(
-            vocab_size=settings["vocab_size"], dim=settings["dim"], n_layers=settings["n_layers"],
-            n_heads=settings["n_heads"], n_kv_heads=settings["n_kv_heads"], dropout=settings["dropout"],
-            max_seq_len=settings["block_size"],
-        )
         train_config = TrainConfig.from_dict(
             {k: settings[k] for k in TRAIN_KEYS if settings[k] is not None}
             | {"out_dir": str(args.out_dir), "progress": not args.no_progress}
         )
-        tokenizer_path = train_tokenizer_cached(text_path, model_config.vocab_size, cache_dir)
+        tokenizer_path = train_tokenizer_cached(text_path, settings["vocab_size"], cache_dir)
         if (args.out_dir / "last").exists():
             print(f"note: starting a new run; it replaces the checkpoints in {args.out_dir} (--resume continues them)")
 
     # -- data ----------------------------------------------------------------------------------------------
-    started = time.perf_counter()
     data = prepare_tokens(text_path, tokenizer_path, cache_dir)
     print(f"data: {text_path} -> {len(data.train):,} train and {len(data.val):,} val tokens "
           f"({data.chars_per_token:.2f} characters per token); a unigram model scores {unigram_loss(data):.3f} on val")
 
     # -- model -----------------------------------------------------------------------------------------------
+    if checkpoint is not None:
+        model_config = checkpoint.model_config
+    else:
+        # A short text can run out of pairs to merge before vocab_size: size the model to the real tokenizer.
+        model_config = ModelConfig(
+            vocab_size=data.vocab_size, dim=settings["dim"], n_layers=settings["n_layers"], n_heads=settings["n_heads"],
+            n_kv_heads=settings["n_kv_heads"], dropout=settings["dropout"], max_seq_len=train_config.block_size,
+        )
     model = Transformer(model_config)
     n_params = model.num_parameters()
     # Training memory, roughly: float32 weights, their gradients and AdamW's two moments, 16 bytes a parameter.
