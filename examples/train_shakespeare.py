@@ -67,43 +67,65 @@ TRAIN_KEYS = ("block_size", "batch_size", "grad_accum_steps", "max_steps", "lr",
               "weight_decay", "grad_clip", "eval_interval", "eval_iters", "log_interval", "seed")
 
 
+def preset_default(key: str) -> str:
+    """The default of a model or training flag for --help: "default: cpu 128, gpu 384, tiny 32"."""
+    values = [f"{name} {preset[key]}" for name, preset in PRESETS.items() if key in preset]
+    return "default: " + (", ".join(values) if values else str(getattr(TrainConfig, key)))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Train a small LLaMA-style language model on Tiny Shakespeare with tinyllm.",
-        epilog="Settings left out come from the preset (--preset). Outputs go to --out-dir: checkpoints last/ and "
-        "best/, log.jsonl, loss.png (with matplotlib) and cache/ (tokenizer and token files).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Model and training flags left out take the preset's value. Outputs go to --out-dir: checkpoints "
+        "last/ and best/, log.jsonl, loss.png (with matplotlib) and cache/ (tokenizer and token files).",
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: a few minutes on a laptop; gpu: nanoGPT's scale, for --backend cupy; tiny: seconds")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="array backend (cupy needs a GPU)")
-    parser.add_argument("--data", type=Path, help="the text file to train on (default: find or download Tiny Shakespeare)")
-    parser.add_argument("--out-dir", type=Path, default=Path("out/shakespeare"), help="where checkpoints and logs go")
+                        help="cpu (default): a few minutes on a laptop CPU; gpu: nanoGPT's scale, for --backend cupy; "
+                        "tiny: a smoke run of seconds")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                        help="array backend (default: numpy; cupy needs CuPy and an NVIDIA GPU)")
+    parser.add_argument("--data", type=Path, metavar="PATH",
+                        help="the text file to train on (default: ../shared/data or data/tinyshakespeare.txt, "
+                        "downloaded there if missing)")
+    parser.add_argument("--out-dir", type=Path, default=Path("out/shakespeare"), metavar="DIR",
+                        help="where checkpoints and logs go (default: out/shakespeare)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run saved in OUT_DIR/last with its own settings (only --max-steps may change)")
+                        help="continue the run saved in DIR/last with its own settings (only --max-steps may change)")
     parser.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
-    parser.add_argument("--sample-tokens", type=int, default=200, help="tokens to generate at the end (0: none)")
-    model = parser.add_argument_group("model (default: from the preset)")
-    model.add_argument("--vocab-size", type=int, help="BPE vocabulary size (256 bytes + merges + <|endoftext|>)")
-    model.add_argument("--dim", type=int, help="width of the residual stream")
-    model.add_argument("--n-layers", type=int, help="transformer blocks")
-    model.add_argument("--n-heads", type=int, help="query heads")
-    model.add_argument("--n-kv-heads", type=int, help="key/value heads (grouped-query attention when < n-heads)")
-    model.add_argument("--dropout", type=float, help="dropout probability while training")
-    training = parser.add_argument_group("training (default: from the preset)")
-    training.add_argument("--block-size", type=int, help="context length: tokens per training sequence")
-    training.add_argument("--batch-size", type=int, help="sequences per micro-batch")
-    training.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
-    training.add_argument("--max-steps", "--max-iters", dest="max_steps", type=int, help="optimizer steps in total")
-    training.add_argument("--lr", type=float, help="peak learning rate (after warmup)")
-    training.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    training.add_argument("--warmup-steps", type=int, help="steps of linear warmup")
-    training.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
-    training.add_argument("--grad-clip", type=float, help="largest global gradient norm (0: no clipping)")
-    training.add_argument("--eval-interval", type=int, help="evaluate and save a checkpoint every this many steps")
-    training.add_argument("--eval-iters", type=int, help="val batches per evaluation")
-    training.add_argument("--log-interval", type=int, help="steps between lines in log.jsonl")
-    training.add_argument("--seed", type=int, help="random seed (weights, batches, dropout, sample)")
+    parser.add_argument("--sample-tokens", type=int, default=200, metavar="N",
+                        help="tokens to generate at the end, at most the context (default: 200; 0: no sample)")
+    flags = {
+        "model": [
+            ("--vocab-size", int, "BPE vocabulary size (256 bytes + merges + <|endoftext|>)"),
+            ("--dim", int, "width of the residual stream"),
+            ("--n-layers", int, "transformer blocks"),
+            ("--n-heads", int, "query heads"),
+            ("--n-kv-heads", int, "key/value heads (grouped-query attention when fewer than --n-heads)"),
+            ("--dropout", float, "dropout probability while training"),
+        ],
+        "training": [
+            ("--block-size", int, "context length: tokens per training sequence"),
+            ("--batch-size", int, "sequences per micro-batch"),
+            ("--grad-accum-steps", int, "micro-batches per optimizer step"),
+            ("--max-steps", int, "optimizer steps in total"),
+            ("--lr", float, "peak learning rate, after warmup"),
+            ("--min-lr", float, "learning rate at the end of the cosine decay"),
+            ("--warmup-steps", int, "steps of linear warmup"),
+            ("--weight-decay", float, "AdamW weight decay, on matrices only"),
+            ("--grad-clip", float, "largest global gradient norm (0: no clipping)"),
+            ("--eval-interval", int, "evaluate and save a checkpoint every this many steps"),
+            ("--eval-iters", int, "val batches per evaluation"),
+            ("--log-interval", int, "steps between lines in log.jsonl"),
+            ("--seed", int, "random seed of the weights, batches, dropout and sample"),
+        ],
+    }
+    for title, group_flags in flags.items():
+        group = parser.add_argument_group(title)
+        for flag, kind, text in group_flags:
+            key = flag[2:].replace("-", "_")
+            names = [flag, "--max-iters"] if flag == "--max-steps" else [flag]
+            group.add_argument(*names, dest=key, type=kind, metavar="N" if kind is int else "X",
+                               help=f"{text} ({preset_default(key)})")
     return parser.parse_args(argv)
 
 
