@@ -118,8 +118,10 @@ class Transformer(Module):
         if last_only:
             x = x[:, -1:, :]  # (B, 1, dim)
         x = self.norm(x)
-        head = self.tok_embeddings.weight if self.lm_head is None else self.lm_head.weight
-        logits = linear(x, head)  # (B, T, vocab_size)
+        if self.lm_head is None:
+            logits = linear(x, self.tok_embeddings.weight)  # tied: x E^T (B, T, vocab_size)
+        else:
+            logits = self.lm_head(x)  # (B, T, vocab_size); a Linear, or a QuantizedLinear (tinyllm.quant)
         loss = None
         if targets is not None:
             loss = cross_entropy(logits, targets)
