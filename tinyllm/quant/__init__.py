@@ -1,0 +1,55 @@
+"""``tinyllm.quant``: weight-only quantization for inference (int8 and 4-bit), GGUF blocks loaded as they are.
+
+    import tinyllm as tl
+    model, tokenizer = tl.load_pretrained(path)
+    tl.quantize(model, "q4", include_embeddings=True)   # in place; 0.16x the weight bytes
+    with tl.no_grad():
+        logits, _ = model(ids)
+
+Files, one concept each:
+
+- weight.py     ``QuantizedWeight``: a matrix kept quantized, multiplied a block of rows at a time
+- int8.py       ``Int8Weight``: symmetric int8, per output row or in groups (GGUF Q8_0)
+- q4.py         ``Q4Weight``: 4-bit with scale and minimum per group, two values a byte (GGUF Q4_1, Q4_0)
+- linear.py     ``QuantizedLinear`` (inference only) and the error that training raises
+- embedding.py  ``QuantizedEmbedding``
+- convert.py    ``quantize(model, scheme)``, ``weight_bytes(model)``
+- assemble.py   building a quantized Transformer without ever holding all its float weights
+- checkpoint.py ``save_quantized`` / ``load_quantized`` (safetensors + a JSON description)
+- gguf.py       ``load_gguf_quantized``: GGUF Q8_0/Q4_0/Q4_1 blocks straight into these layers
+
+What quantization buys, by backend (figures from benchmarks/quantization.py, in docs/quantization.md):
+
+- Memory, everywhere: int8 keeps 0.25-0.27x of the float32 weight bytes, q4 0.16x.
+- CPU (NumPy): decoding one token reads every weight once, so float32 decode is bound by memory
+  bandwidth. NumPy has no int8 or 4-bit matrix product, so each block of weights is converted to
+  float32 (in cache) before BLAS multiplies it: the bytes read from memory shrink 4-8x, but the
+  conversion costs CPU time. Measured: int8 decodes about as fast as float32 or faster, q4 a
+  little slower; a prompt (many rows at once) costs about the same as float32.
+- GPU (CuPy): the same code runs through ``xp``. A fused dequantize-and-multiply kernel would
+  read only the quantized bytes; tinyllm does not have one yet (no GPU was available to build
+  and measure it), so on a GPU quantization saves memory, not time.
+"""
+
+from .convert import quantize, quantize_weight, weight_bytes
+from .embedding import QuantizedEmbedding
+from .int8 import Int8Weight, quantize_int8
+from .linear import INFERENCE_ONLY, QuantizedLinear
+from .q4 import Q4Weight, pack_nibbles, quantize_q4, unpack_nibbles
+from .weight import QuantizedWeight
+
+__all__ = [
+    "INFERENCE_ONLY",
+    "Int8Weight",
+    "Q4Weight",
+    "QuantizedEmbedding",
+    "QuantizedLinear",
+    "QuantizedWeight",
+    "pack_nibbles",
+    "quantize",
+    "quantize_int8",
+    "quantize_q4",
+    "quantize_weight",
+    "unpack_nibbles",
+    "weight_bytes",
+]

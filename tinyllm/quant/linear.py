@@ -1,0 +1,87 @@
+"""``QuantizedLinear``: y = x W^T (+ b) with W kept quantized (int8 or q4); inference only.
+
+The weight is a ``QuantizedWeight`` (weight.py): int8 values and scales, or packed 4-bit values,
+scales and minimums. The schemes, for each group of ``group_size`` inputs of one output row:
+
+    int8 (symmetric):      W[o, k] = d[o, g] * q[o, k]           q in [-127, 127]   (int8.py)
+    q4   (scale and min):  W[o, k] = d[o, g] * q[o, k] + m[o, g]  q in [0, 15]       (q4.py)
+
+The forward never builds the float W: it dequantizes one block of rows at a time (or, for a
+single token, applies the scales after each group's dot product; see weight.py).
+
+There is no backward. Rounding to 255 or 16 levels has no useful gradient, and the point of
+these layers is to run a trained model in less memory: train the float model, then quantize.
+Calling a quantized layer while gradients are being recorded for its input raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd import Tensor, is_grad_enabled
+from ..autograd.function import Function
+from ..nn.linear import Linear
+from ..nn.module import Module, Parameter
+from .weight import QuantizedWeight
+
+INFERENCE_ONLY = (
+    "quantized models are inference-only: their integer weights have no gradient. Run them inside "
+    "`with tinyllm.no_grad():` (generate() already does), or train the float32 model and quantize it afterwards."
+)
+
+
+def check_inference(*tensors: Any) -> None:
+    """Raise the inference-only error if autograd would record a graph through these tensors."""
+    if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+        raise RuntimeError(INFERENCE_ONLY)
+
+
+class QuantizedLinearFunction(Function):
+    """y = x W^T (+ b) with W quantized: x (..., in) -> (..., out). Backward raises (inference only)."""
+
+    def __init__(self, weight: QuantizedWeight) -> None:
+        self.weight = weight
+
+    def forward(self, x: Any, bias: Any = None) -> Any:
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        y = self.weight.matmul(x2)  # (N, out)
+        if bias is not None:
+            y += bias
+        return y.reshape(*x.shape[:-1], self.weight.shape[0])
+
+    def backward(self, gy: Any) -> Any:
+        raise RuntimeError(INFERENCE_ONLY)
+
+
+class QuantizedLinear(Module):
+    """A ``Linear`` whose weight is stored quantized. Build one with ``from_linear`` or from a ``QuantizedWeight``.
+
+    >>> import numpy as np, tinyllm as tl
+    >>> layer = QuantizedLinear.from_linear(Linear(64, 8), "q4", group_size=32)
+    >>> with tl.no_grad():
+    ...     layer(tl.tensor(np.ones((2, 64), dtype=np.float32))).shape
+    (2, 8)
+    """
+
+    def __init__(self, weight: QuantizedWeight, bias: Parameter | None = None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.weight = weight  # a plain attribute, not a Parameter: nothing here is trained
+        self.bias = bias
+
+    @classmethod
+    def from_linear(cls, linear: Linear, scheme: str = "int8", group_size: int | None = None) -> QuantizedLinear:
+        """Quantize ``linear.weight`` with ``scheme`` ("int8" or "q4"); the bias, if any, stays float."""
+        from .convert import quantize_weight
+
+        return cls(quantize_weight(linear.weight.data, scheme, group_size), linear.bias)
+
+    def forward(self, x: Any) -> Any:
+        check_inference(x, self.bias)
+        if self.bias is None:
+            return QuantizedLinearFunction(self.weight)(x)
+        return QuantizedLinearFunction(self.weight)(x, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"scheme={self.weight.scheme}, group_size={self.weight.group_size}")

@@ -1,0 +1,147 @@
+"""q4: 4-bit weights in groups along the input dimension, each group with a scale and a minimum.
+
+For each group of ``group_size`` (default 32) consecutive inputs of one output row:
+
+    m = min_k w_k                         the minimum (float16, rounded down)
+    d = (max_k w_k - m) / 15              the scale  (float16, rounded up)
+    q_k = round((w_k - m) / d)            an integer in [0, 15]
+    w_k ~ d * q_k + m                     |w_k - (d q_k + m)| <= d / 2
+
+This is the asymmetric scheme of llama.cpp's Q4_1: the 16 levels span exactly the group's
+range, so a group of only positive weights wastes no level on negative ones. GGUF Q4_1 blocks
+load unchanged; GGUF Q4_0 blocks, the symmetric scheme w = d * (q - 8), load as m = -8d,
+which is exact in float16 (multiplying by a power of two only changes the exponent).
+
+Packing, two values per byte, in llama.cpp's order: in a group of 32, byte j holds q_j in
+its low 4 bits and q_{j+16} in its high 4 bits (``pack_nibbles``). Storage per group of 32:
+16 bytes of values + 2 bytes of scale + 2 of minimum = 20 bytes, 0.625 bytes per weight,
+0.156x of float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backends import get_backend
+from .float16 import as_float
+from .int8 import round_scale_up
+from .weight import QuantizedWeight
+
+Q4_LEVELS = 15  # q in [0, 15]
+
+
+def pack_nibbles(q: Any) -> Any:
+    """Pack 4-bit values (..., gs) as bytes (..., gs // 2): byte j = q[j] | q[j + gs/2] << 4.
+
+    >>> pack_nibbles(np.array([1, 2, 3, 4], dtype=np.uint8)).tolist()   # 1 | 3 << 4, 2 | 4 << 4
+    [49, 66]
+    """
+    half = q.shape[-1] // 2
+    return q[..., :half] | (q[..., half:] << 4)
+
+
+def unpack_nibbles(packed: Any) -> Any:
+    """The inverse of ``pack_nibbles``: bytes (..., gs // 2) -> 4-bit values (..., gs), as uint8.
+
+    >>> unpack_nibbles(np.array([49, 66], dtype=np.uint8)).tolist()
+    [1, 2, 3, 4]
+    """
+    xp = get_backend().xp
+    return xp.concatenate([packed & 15, packed >> 4], axis=-1)
+
+
+def quantize_q4(weight: Any, group_size: int = 32) -> tuple[Any, Any, Any]:
+    """Quantize a float matrix (out, in) to ``(packed, scales, mins)``.
+
+    packed: uint8 (out, in // 2); scales, mins: float16 (out, in // group_size).
+
+    >>> packed, d, m = quantize_q4(np.array([[0.0, 1.5, 3.0, 7.5]], dtype=np.float32), group_size=4)
+    >>> unpack_nibbles(packed).tolist(), float(d[0, 0]), float(m[0, 0])
+    ([[0, 3, 6, 15]], 0.5, 0.0)
+    """
+    xp = get_backend().xp
+    weight = xp.asarray(weight)
+    out_features, in_features = weight.shape
+    if group_size <= 0 or group_size % 2 or in_features % group_size:
+        raise ValueError(f"group_size={group_size} must be even and divide in_features={in_features}")
+    groups = weight.reshape(out_features, in_features // group_size, group_size)  # (out, G, gs)
+    low = groups.min(axis=-1)  # (out, G)
+    high = groups.max(axis=-1)
+    # m rounded down and d rounded up (in float16) keep every w inside [m, m + 15 d].
+    mins = -round_scale_up(-low, np.float16, -low)
+    scale = (high - mins.astype(weight.dtype)) / Q4_LEVELS
+    scales = round_scale_up(scale, np.float16, scale)
+    divisor = xp.where(scales == 0, 1, scales).astype(weight.dtype)[:, :, None]  # a constant group: q = 0
+    q = xp.rint((groups - mins.astype(weight.dtype)[:, :, None]) / divisor)
+    q = xp.clip(q, 0, Q4_LEVELS).astype(np.uint8)
+    return pack_nibbles(q).reshape(out_features, in_features // 2), scales, mins
+
+
+class Q4Weight(QuantizedWeight):
+    """A matrix stored as packed 4-bit ``packed`` (out, in/2), float16 ``scales`` and ``mins`` (out, n_groups).
+
+    W[o, g*gs + k] = scales[o, g] * q[o, g, k] + mins[o, g], q unpacked from ``packed``.
+
+    >>> w = Q4Weight.from_float(np.array([[0.0, 1.5, 3.0, 7.5]], dtype=np.float32), group_size=4)
+    >>> w.dequantize().tolist()
+    [[0.0, 1.5, 3.0, 7.5]]
+    """
+
+    scheme = "q4"
+
+    def __init__(self, packed: Any, scales: Any, mins: Any) -> None:
+        backend = get_backend()
+        out_features, n_groups = scales.shape
+        if packed.ndim != 2 or packed.shape[0] != out_features or mins.shape != scales.shape:
+            raise ValueError(f"q4 weight: packed (out, in/2), scales and mins (out, n_groups) expected, got "
+                             f"{packed.shape}, {scales.shape}, {mins.shape}")
+        in_features = 2 * packed.shape[1]
+        if in_features % n_groups or (in_features // n_groups) % 2:
+            raise ValueError(f"q4 weight: {n_groups} groups do not split {in_features} inputs into even groups")
+        super().__init__((out_features, in_features), in_features // n_groups)
+        self.packed = backend.asarray(packed, dtype=np.uint8)  # (out, in/2)
+        self.scales = backend.asarray(scales)  # (out, G) float16
+        self.mins = backend.asarray(mins)  # (out, G) float16
+
+    @classmethod
+    def from_float(cls, weight: Any, group_size: int = 32) -> Q4Weight:
+        return cls(*quantize_q4(weight, group_size))
+
+    def arrays(self) -> dict[str, Any]:
+        return {"packed": self.packed, "scales": self.scales, "mins": self.mins}
+
+    def _groups(self, rows: Any) -> Any:
+        packed = self.packed[rows]
+        return packed.reshape(packed.shape[0], self.n_groups, self.group_size // 2)  # (n, G, gs/2)
+
+    def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
+        """``W[rows]`` in float: d * q + m, for a slice or an index array of rows."""
+        q = unpack_nibbles(self._groups(rows)).astype(dtype)  # (n, G, gs)
+        q *= as_float(self.scales[rows], dtype)[:, :, None]
+        q += as_float(self.mins[rows], dtype)[:, :, None]
+        return q.reshape(q.shape[0], self.shape[1])
+
+    def _prepare_small(self, x: Any) -> tuple[Any, Any]:
+        xp = get_backend().xp
+        n_rows, half = x.shape[0], self.group_size // 2
+        # The inputs that meet the low nibbles (k < gs/2) and those that meet the high ones.
+        x_halves = xp.ascontiguousarray(x.reshape(n_rows, self.n_groups, 2, half).transpose(2, 1, 0, 3))  # (2, G, N, gs/2)
+        x_sums = x.reshape(n_rows, self.n_groups, self.group_size).sum(axis=-1)  # (N, G): what each minimum multiplies
+        return x_halves, x_sums
+
+    def _matmul_small(self, prepared: tuple[Any, Any], start: int, stop: int) -> Any:
+        xp = get_backend().xp
+        x_halves, x_sums = prepared
+        dtype = x_halves.dtype
+        packed = self._groups(slice(start, stop))  # (n, G, gs/2)
+        nibbles = xp.empty((2,) + packed.shape, dtype=np.uint8)  # (2, n, G, gs/2): low, high
+        xp.bitwise_and(packed, 15, out=nibbles[0])
+        xp.right_shift(packed, 4, out=nibbles[1])
+        values = nibbles.astype(dtype)
+        halves = xp.matmul(x_halves, values.transpose(0, 2, 3, 1))  # (2, G, N, n)
+        dots = halves[0]
+        dots += halves[1]  # (G, N, n): sum_k x[n, g, k] q[o, g, k] over both halves
+        dots *= as_float(self.scales[start:stop], dtype).T[:, None, :]  # times d[o, g]
+        return dots.sum(axis=0) + x_sums @ as_float(self.mins[start:stop], dtype).T  # (N, n)
