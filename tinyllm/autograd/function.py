@@ -107,8 +107,11 @@ class Function:
         from .tensor import Tensor, as_tensor, floating_dtype_of, is_floating
 
         # Python scalars take the dtype of the floating tensors they meet (x * 2.0 stays float64).
-        like = floating_dtype_of(inputs)
-        tensors = tuple(x if isinstance(x, Tensor) else as_tensor(x, dtype=like) for x in inputs)
+        if all(isinstance(x, Tensor) for x in inputs):
+            tensors = inputs
+        else:
+            like = floating_dtype_of(inputs)
+            tensors = tuple(x if isinstance(x, Tensor) else as_tensor(x, dtype=like) for x in inputs)
         arrays = [t.data for t in tensors]
         outputs = self.forward(*arrays)
         single = not isinstance(outputs, tuple)

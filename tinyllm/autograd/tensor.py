@@ -50,8 +50,8 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
 
 
 def is_floating(dtype: Any) -> bool:
-    """True for float16/32/64 dtypes."""
-    return np.issubdtype(dtype, np.floating)
+    """True for float16/32/64 dtypes (NumPy's dtype kind "f"; CuPy uses NumPy dtypes)."""
+    return np.dtype(dtype).kind == "f"
 
 
 class Tensor:
