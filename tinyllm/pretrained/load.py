@@ -23,6 +23,7 @@ from typing import Any
 from ..backends import get_backend
 from ..models.config import ModelConfig
 from ..models.transformer import Transformer
+from ..nn.init import no_init
 from .gguf import GGUF_MAGIC, config_from_gguf, gguf_lazy_tensors, open_gguf
 from .hf import hf_lazy_tensors, read_hf_config
 from .mapping import get_llama_key_mapping
@@ -111,7 +112,8 @@ def load_pretrained(path: str | os.PathLike, max_seq_len: int | None = None) -> 
         raise FileNotFoundError(f"{path} does not exist")
     if max_seq_len is not None:
         config.max_seq_len = min(config.max_seq_len, int(max_seq_len))
-    model = Transformer(config)
+    with no_init():  # every weight is overwritten by the file: skip drawing 100M+ random numbers
+        model = Transformer(config)
     _copy(_check(model, tensors, str(path)))
     model.eval()
     return model, tokenizer
