@@ -28,6 +28,7 @@ from ..backends import get_backend
 from ..models.config import ModelConfig
 from ..models.transformer import Transformer
 from ..nn.embedding import Embedding
+from ..nn.init import no_init
 from ..nn.linear import Linear
 from ..nn.module import Module, ModuleList, Parameter
 from .convert import replace_module, tie_output_projection
@@ -53,7 +54,8 @@ def _linear_from(name: str, value: Any, bias: Parameter | None, expected: tuple[
         if tuple(value.shape) != tuple(expected):
             raise ValueError(f"{name}: the checkpoint has shape {value.shape}, the model expects {tuple(expected)}")
         return QuantizedLinear(value, bias)
-    layer = Linear(1, 1)  # a 1x1 placeholder whose weight is replaced at once (no big random init)
+    with no_init():
+        layer = Linear(1, 1)  # a 1x1 placeholder whose weight is replaced at once
     layer.weight = _float_parameter(name, value, expected)
     layer.out_features, layer.in_features = expected
     layer.bias = bias
@@ -81,7 +83,8 @@ def _fill(module: Module, prefix: str, load: Loader) -> None:
 
 def assemble_transformer(config: ModelConfig, load: Loader) -> Transformer:
     """A ``Transformer`` of ``config`` with every weight taken from ``load(name)``, in eval mode."""
-    model = Transformer(dataclasses.replace(config, n_layers=1, vocab_size=1, tie_embeddings=True))
+    with no_init():  # every weight is replaced: draw no random numbers (and leave the RNG stream alone)
+        model = Transformer(dataclasses.replace(config, n_layers=1, vocab_size=1, tie_embeddings=True))
     template = model.layers[0]
     blocks = []
     for i in range(config.n_layers):
@@ -97,7 +100,8 @@ def assemble_transformer(config: ModelConfig, load: Loader) -> Transformer:
                              f"the model expects {(config.vocab_size, config.dim)}")
         replace_module(model, "tok_embeddings", QuantizedEmbedding(embeddings))
     else:
-        table = Embedding(1, config.dim)  # placeholder, replaced at once
+        with no_init():
+            table = Embedding(1, config.dim)  # placeholder, replaced at once
         table.weight = _float_parameter("tok_embeddings.weight", embeddings, (config.vocab_size, config.dim))
         table.num_embeddings = config.vocab_size
         replace_module(model, "tok_embeddings", table)

@@ -104,7 +104,9 @@ def load_gguf_quantized(path: str | os.PathLike, max_seq_len: int | None = None,
     config = config_from_gguf(reader)
     if max_seq_len is not None:
         config.max_seq_len = min(config.max_seq_len, int(max_seq_len))
+    tokenizer = from_gguf(reader) if "tokenizer.ggml.model" in reader.fields else None
     tensors = {gguf_to_tinyllm_name(t.name) or t.name: t for t in reader.tensors}
+    del reader  # frees its metadata (~100k small objects for SmolLM2); the tensors keep the file mapping
     row_heads = {"attention.wq.weight": config.n_heads, "attention.wk.weight": config.n_kv_heads}
     used, converted = set(), []
 
@@ -137,5 +139,4 @@ def load_gguf_quantized(path: str | os.PathLike, max_seq_len: int | None = None,
     unused = sorted(set(tensors) - used)
     if unused:
         raise ValueError(f"{path}: tensors the model has no place for: {', '.join(unused)}")
-    tokenizer = from_gguf(reader) if "tokenizer.ggml.model" in reader.fields else None
     return model, tokenizer
