@@ -309,10 +309,8 @@ def next_token(model, tokenizer, text: str) -> str:
 
 
 def test_smollm2_from_gguf_blocks_answers_paris(smollm2):
-    from tinyllm.quant.gguf import load_gguf_quantized
-
     float_model, _ = smollm2
-    model, tokenizer = load_gguf_quantized(smollm2_path(), max_seq_len=256)
+    model, tokenizer = tl.load_pretrained(smollm2_path(), max_seq_len=256, keep_quantized=True)
     assert isinstance(model.layers[0].feed_forward.w_up.weight, Q4Weight)  # Q4_1 blocks, kept as they are
     assert isinstance(model.tok_embeddings.weight, Int8Weight)  # Q8_0 blocks
     assert model.lm_head.weight is model.tok_embeddings.weight
@@ -348,6 +346,6 @@ def test_quantized_smollm2_answers_paris_and_keeps_its_perplexity(smollm2):
     # SmolLM2's float weights are dequantized Q4_1 blocks of 32, so int8 needs groups of 32 too
     # (one scale per row costs +2% perplexity here; see docs/quantization.md)
     for scheme, group_size, tolerance in [("int8", 32, 0.01), ("q4", 32, 0.10)]:
-        quantized = quantize(copy.deepcopy(model), scheme, group_size, include_embeddings=True)
+        quantized = tl.quantize(copy.deepcopy(model), scheme, group_size, include_embeddings=True)
         assert next_token(quantized, tokenizer, "The capital of France is") == " Paris"
         assert perplexity(quantized) == pytest.approx(float_perplexity, rel=tolerance)

@@ -74,7 +74,9 @@ def load_pretrained_weights(model: Transformer, source: str | os.PathLike | Mapp
     _copy(_check(model, tensors, described))
 
 
-def load_pretrained(path: str | os.PathLike, max_seq_len: int | None = None) -> tuple[Transformer, Any]:
+def load_pretrained(
+    path: str | os.PathLike, max_seq_len: int | None = None, keep_quantized: bool = False
+) -> tuple[Transformer, Any]:
     """Build a model and its tokenizer from a GGUF file or a Hugging Face directory.
 
     - GGUF (``general.architecture == "llama"``): config from the ``llama.*`` metadata, weights
@@ -86,10 +88,20 @@ def load_pretrained(path: str | os.PathLike, max_seq_len: int | None = None) -> 
     file has none (a GGUF without ``tokenizer.ggml.*`` metadata, a directory without
     ``tokenizer.json``): the weights alone can still be run on token ids.
     ``max_seq_len`` shortens the context (RoPE table and KV cache) below the model's own.
+    ``keep_quantized=True`` (GGUF only) keeps the Q8_0/Q4_0/Q4_1 matrices in their blocks instead of
+    dequantizing them (``tinyllm.quant.gguf``): about 0.18x the float32 weight bytes for SmolLM2,
+    for inference only. To quantize any float model, use ``tinyllm.quantize(model)`` after loading.
     """
     from ..tokenizer.pretrained import from_gguf, from_tokenizer_json
 
     path = Path(path)
+    if keep_quantized:
+        if not path.is_file():
+            raise ValueError(f"keep_quantized=True needs a GGUF file, not {path}; for a float checkpoint load it "
+                             f"and call tinyllm.quantize(model)")
+        from ..quant.gguf import load_gguf_quantized
+
+        return load_gguf_quantized(path, max_seq_len)
     if path.is_dir():
         config = read_hf_config(path)
         tokenizer_path = path / "tokenizer.json"
