@@ -25,6 +25,7 @@ from .autograd.ops import (
 )
 from .backends import BackendUnavailableError, get_backend, set_backend
 from .pretrained import load_pretrained
+from .quant import quantize
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "maximum",
     "minimum",
     "no_grad",
+    "quantize",
     "set_backend",
     "sqrt",
     "stack",
