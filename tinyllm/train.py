@@ -45,6 +45,7 @@ from .data import TokenDataset
 from .logger import TrainingLogger
 from .models import Transformer
 from .optim import AdamW, clip_grad_norm_, get_lr
+from .utils import dataclass_from_dict
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,11 +92,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys are an error that lists the valid ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown TrainConfig keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 def configure_optimizer(model: Transformer, config: TrainConfig) -> AdamW:
