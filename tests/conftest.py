@@ -61,3 +61,11 @@ def to_numpy(array) -> np.ndarray:
     if isinstance(array, tl.Tensor):
         return array.numpy()
     return np.asarray(tl.get_backend().to_host(array))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    """Say once, at the end, why a CuPy run skipped (every test skips with the same reason)."""
+    if os.environ.get("TINYLLM_BACKEND") == "cupy":
+        reason = cupy_skip_reason()
+        if reason:
+            terminalreporter.write_line(f"TINYLLM_BACKEND=cupy: all tests skipped. {reason}")
