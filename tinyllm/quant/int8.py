@@ -32,19 +32,40 @@ from .weight import QuantizedWeight
 INT8_MAX = 127
 
 
-def round_scale_up(scale: Any, dtype: Any, needed: Any) -> Any:
-    """``scale`` cast to ``dtype``, moved to the next representable value wherever the cast fell below ``needed``.
+def next_float_up(values: Any) -> Any:
+    """The next representable float above each (finite) value: one step of its bit pattern.
 
-    >>> round_scale_up(np.array([1/3]), np.float16, np.array([1/3])).item() >= 1/3
+    Floats of one sign are ordered like their bit patterns read as integers, so the next float
+    towards +inf is bits + 1 for a positive value and bits - 1 for a negative one (its magnitude
+    shrinks); both zeros go to the smallest positive subnormal. (Integer arithmetic, not
+    ``nextafter``, so that it is exact on every backend.)
+
+    >>> next_float_up(np.array([1.0, -1.0, 0.0], dtype=np.float16)).tolist()
+    [1.0009765625, -0.99951171875, 5.960464477539063e-08]
+    """
+    xp = get_backend().xp
+    signed = {2: xp.int16, 4: xp.int32, 8: xp.int64}[values.dtype.itemsize]
+    bits = values.view(signed)
+    stepped = xp.where(bits >= 0, bits + 1, bits - 1)
+    stepped = xp.where(values == 0, 1, stepped).astype(signed)
+    return stepped.view(values.dtype)
+
+
+def round_up_to(values: Any, dtype: Any) -> Any:
+    """``values`` cast to the smaller float ``dtype`` (float16), but never below the original value.
+
+    A cast rounds to the nearest float16, which is below the value half of the time; there the
+    next float16 up is taken instead.
+
+    >>> float(round_up_to(np.array([1 / 3]), np.float16)[0]) >= 1 / 3
     True
     """
     xp = get_backend().xp
-    largest = float(xp.abs(scale).max()) if scale.size else 0.0
+    largest = float(xp.abs(values).max()) if values.size else 0.0
     if not largest <= float(np.finfo(dtype).max):  # also catches inf and nan
         raise ValueError(f"weights too large for {np.dtype(dtype).name} scales (a scale of {largest:.4g})")
-    stored = scale.astype(dtype)
-    low = stored.astype(needed.dtype) < needed
-    return xp.where(low, xp.nextafter(stored, xp.asarray(np.inf, dtype=dtype)), stored)
+    stored = values.astype(dtype)
+    return xp.where(stored.astype(values.dtype) < values, next_float_up(stored), stored)
 
 
 def quantize_int8(weight: Any, group_size: int | None = None) -> tuple[Any, Any]:
@@ -66,7 +87,7 @@ def quantize_int8(weight: Any, group_size: int | None = None) -> tuple[Any, Any]
     if group_size == in_features:
         scales = scale.astype(np.float32)  # per channel: 4 bytes a row is nothing
     else:
-        scales = round_scale_up(scale, np.float16, scale)  # Q8_0's float16 scales
+        scales = round_up_to(scale, np.float16)  # Q8_0's float16 scales
     divisor = xp.where(scales == 0, 1, scales).astype(weight.dtype)[:, :, None]  # an all-zero group: q = 0
     q = xp.clip(xp.rint(groups / divisor), -INT8_MAX, INT8_MAX).astype(np.int8)
     return q.reshape(out_features, in_features), scales

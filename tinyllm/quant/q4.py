@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backends import get_backend
 from .float16 import as_float
-from .int8 import round_scale_up
+from .int8 import round_up_to
 from .weight import QuantizedWeight
 
 Q4_LEVELS = 15  # q in [0, 15]
@@ -70,9 +70,9 @@ def quantize_q4(weight: Any, group_size: int = 32) -> tuple[Any, Any, Any]:
     low = groups.min(axis=-1)  # (out, G)
     high = groups.max(axis=-1)
     # m rounded down and d rounded up (in float16) keep every w inside [m, m + 15 d].
-    mins = -round_scale_up(-low, np.float16, -low)
+    mins = -round_up_to(-low, np.float16)
     scale = (high - mins.astype(weight.dtype)) / Q4_LEVELS
-    scales = round_scale_up(scale, np.float16, scale)
+    scales = round_up_to(scale, np.float16)
     divisor = xp.where(scales == 0, 1, scales).astype(weight.dtype)[:, :, None]  # a constant group: q = 0
     q = xp.rint((groups - mins.astype(weight.dtype)[:, :, None]) / divisor)
     q = xp.clip(q, 0, Q4_LEVELS).astype(np.uint8)
