@@ -1,8 +1,9 @@
 """``QuantizedWeight``: a (out_features, in_features) matrix kept in a few bits, used a block of rows at a time.
 
 A quantized weight never becomes one float32 matrix. Its one product, ``matmul(x) = x @ W^T``,
-walks the output rows in blocks of about ``BLOCK_ELEMENTS`` weights (512 KiB of float32, so a
-block stays in the CPU's L2 cache) and turns only that block into floats:
+walks the output rows in blocks of about ``BLOCK_ELEMENTS`` weights (2 MiB of float32, small
+enough to stay in the CPU's caches, large enough that NumPy's per-call overhead stays small; 2^17
+to 2^21 measured within 10% of each other on SmolLM2) and turns only that block into floats:
 
     for each block of rows r0:r1
         y[:, r0:r1] = x @ W[r0:r1]^T          with W[r0:r1] built from its integers just now
