@@ -25,8 +25,8 @@ What quantization buys, by backend (docs/quantization.md has the measurements an
   bandwidth. NumPy has no int8 or 4-bit matrix product, so each block of weights is converted to
   float32 (in cache) before BLAS multiplies it: the bytes read shrink 4-6x, but the conversion and
   the per-group scales cost CPU time. Measured on SmolLM2 (1 thread): int8 with one scale per row
-  decodes 1.3-1.4x as fast as float32, int8 in groups of 32 about 0.95x, q4 0.66x. Prompts (many
-  rows at once) share each block's dequantization: 0.77-0.93x of float32.
+  decodes 1.3-1.4x as fast as float32, int8 in groups of 32 about 0.9x, q4 0.65x. Prompts (many
+  rows at once) share each block's dequantization: 0.75-0.97x of float32.
 - GPU (CuPy): the same code runs through ``xp``. Without a fused dequantize-and-multiply kernel
   (tinyllm has none yet; no GPU was available to build and time one) a GPU gains memory, not speed.
 """
