@@ -174,7 +174,8 @@ def test_a_damaged_manifest_or_a_missing_checkpoint_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path / "last", model)
     manifest = tmp_path / "last" / "checkpoint.json"
     manifest.write_text(manifest.read_text()[:50])
-    with pytest.raises(CheckpointError, match=r"checkpoint.json is damaged \(not valid JSON"):
+    damaged = r"checkpoint.json is damaged, not a readable checkpoint manifest \(invalid JSON"
+    with pytest.raises(CheckpointError, match=damaged):
         load_checkpoint(tmp_path / "last")
 
 

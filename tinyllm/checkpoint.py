@@ -42,7 +42,7 @@ import numpy as np
 import safetensors.numpy
 
 from .backends import get_backend
-from .fileio import atomic_write, sha256_bytes
+from .fileio import atomic_write, read_versioned_json, sha256_bytes
 from .models import ModelConfig, Transformer
 from .optim import Optimizer
 
@@ -166,20 +166,10 @@ def load_checkpoint(directory: str | os.PathLike, load_optimizer: bool = True) -
             f"no checkpoint at {directory}: the directory {what}. Check the path (the training example writes "
             f"out/shakespeare/last and out/shakespeare/best), or train first."
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise CheckpointError(
-            f"{manifest_path} is damaged (not valid JSON: {error}). Use the other checkpoint (best/ or last/) "
-            f"or train again."
-        ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{manifest_path} is not a tinyllm checkpoint manifest (no \"format\": \"{FORMAT_NAME}\")")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{manifest_path} has checkpoint format version {manifest.get('version')!r}; this tinyllm reads "
-            f"version {FORMAT_VERSION}"
-        )
+    manifest = read_versioned_json(
+        manifest_path, FORMAT_NAME, FORMAT_VERSION, "checkpoint manifest", CheckpointError,
+        fix="Use the other checkpoint (best/ or last/) or train again.",
+    )
     files = manifest["files"]
     model_state = _read_safetensors(directory, files["model"])
     optimizer_state = None

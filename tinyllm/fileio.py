@@ -17,6 +17,7 @@ cut) leaves a truncated file where the good one used to be. ``atomic_write`` nev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -70,3 +71,25 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_versioned_json(
+    path: str | os.PathLike, format_name: str, version: int, what: str, error: type[Exception] = ValueError, fix: str = ""
+) -> dict:
+    """Read a JSON object tagged ``{"format": format_name, "version": version, ...}``.
+
+    Raises ``error`` naming the file and the problem: not JSON, another format, another version.
+    ``what`` names the kind of file in messages ("tokenizer file"); ``fix`` is appended to the
+    damaged-file message (what the user can do).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as problem:
+        message = f"{path} is damaged, not a readable {what} (invalid JSON: {problem})."
+        raise error(f"{message} {fix}".strip()) from None
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise error(f'{path}: not a tinyllm {what} (no "format": "{format_name}")')
+    if data.get("version") != version:
+        found = data.get("version")
+        raise error(f"{path}: {what} version {found!r} is not supported (this tinyllm reads version {version})")
+    return data

@@ -36,6 +36,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..fileio import read_versioned_json
+
 if TYPE_CHECKING:
     from tinyllm.tokenizer.bpe import BPETokenizer
 
@@ -95,18 +97,7 @@ def read_tokenizer_file(path: str | os.PathLike) -> dict[str, Any]:
     Raises ValueError for a file that is not JSON, not this format, of another version, or
     with missing or malformed entries.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable tokenizer file (invalid JSON: {e})") from e
-    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise ValueError(f'{path}: not a tinyllm tokenizer file (no "format": "{FORMAT_NAME}")')
-    if data.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: tokenizer file version {data.get('version')!r} is not supported "
-            f"(this tinyllm reads version {FORMAT_VERSION})"
-        )
+    data = read_versioned_json(path, FORMAT_NAME, FORMAT_VERSION, "tokenizer file")
     try:
         vocab = [token_from_json(t) for t in data["vocab"]]
         specials = {str(k): int(v) for k, v in data["special_tokens"].items()}
