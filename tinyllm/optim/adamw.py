@@ -7,7 +7,8 @@ For each parameter p with gradient g, at step t (starting at 1):
     v = beta2 * v + (1 - beta2) * g^2            running mean of g^2
     p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 
-Everything is updated in place with ``out=`` arithmetic: no new parameter arrays per step.
+Everything is updated in place (``*=``, ``out=``): one scratch array per parameter per step, no new
+parameter or state arrays.
 """
 
 from __future__ import annotations
@@ -54,14 +55,17 @@ class AdamW(Optimizer):
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 if wd:
                     p.data *= 1 - lr * wd
-                m *= beta1
-                m += (1 - beta1) * g
+                scratch = g * g  # the one temporary of this step, reused below
+                scratch *= 1 - beta2
                 v *= beta2
-                v += (1 - beta2) * (g * g)
-                # p -= (lr / bias1) * m / (sqrt(v) / sqrt(bias2) + eps), with one scratch array.
-                denom = xp.sqrt(v)
-                denom /= math.sqrt(bias2)
-                denom += eps
-                update = m / denom
-                update *= lr / bias1
-                p.data -= update
+                v += scratch  # v = beta2 v + (1 - beta2) g^2
+                xp.multiply(g, 1 - beta1, out=scratch)
+                m *= beta1
+                m += scratch  # m = beta1 m + (1 - beta1) g
+                # p -= (lr / bias1) * m / (sqrt(v) / sqrt(bias2) + eps)
+                xp.sqrt(v, out=scratch)
+                scratch /= math.sqrt(bias2)
+                scratch += eps
+                xp.divide(m, scratch, out=scratch)
+                scratch *= lr / bias1
+                p.data -= scratch
