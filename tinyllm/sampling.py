@@ -108,7 +108,8 @@ def generate(
     ``cache``: an existing ``KVCache`` already holding the conversation so far (chat);
     then ``prompt_ids`` are only the new tokens. The last token yielded is not yet in
     the cache: a chat loop passes it at the start of its next prompt. A prompt that does not fit in the
-    model's context (``max_seq_len``) raises ``ValueError``; generation stops when the
+    model's context (``max_seq_len``) raises ``ValueError``, and an id outside the vocabulary
+    ``IndexError`` (from the model, before anything is yielded); generation stops when the
     context is full.
 
     >>> # for token in generate(model, tokenizer.encode("ROMEO:"), 50, temperature=0.8, top_k=40):
@@ -124,10 +125,6 @@ def generate(
             f"the prompt has {len(prompt)} tokens (+{already} cached) but the model's context is {max_seq_len} tokens; "
             f"shorten the prompt"
         )
-    vocab = model.config.vocab_size
-    bad = [t for t in prompt if not 0 <= t < vocab]
-    if bad:
-        raise IndexError(f"prompt token id {bad[0]} is out of range for vocab_size={vocab}")
     stop = set(int(t) for t in stop_ids)
     rng = np.random.default_rng(seed)
     backend = get_backend()
