@@ -112,7 +112,7 @@ def weight_bytes(model: Module) -> int:
         arrays = [p.data for p in module._parameters.values() if p is not None]
         weight = getattr(module, "weight", None)
         if isinstance(weight, QuantizedWeight):
-            arrays += list(weight.arrays().values())
+            arrays += weight.held_arrays()
         for array in arrays:
             if id(array) not in seen:
                 seen.add(id(array))

@@ -96,6 +96,9 @@ def quantize_int8(weight: Any, group_size: int | None = None) -> tuple[Any, Any]
 class Int8Weight(QuantizedWeight):
     """A matrix stored as int8 ``qweight`` (out, in) and ``scales`` (out, n_groups): W = scales * qweight.
 
+    Kept in memory input-major (weight.py explains why): ``qweight_t`` (in, out) int8 and
+    ``scales_t`` (n_groups, out), the transposes of the row-major arrays it is built from and saved as.
+
     >>> w = Int8Weight.from_float(np.array([[0.5, -1.27, 0.0]], dtype=np.float32))
     >>> w.dequantize().round(4).tolist()
     [[0.5, -1.27, 0.0]]
@@ -105,40 +108,51 @@ class Int8Weight(QuantizedWeight):
 
     def __init__(self, qweight: Any, scales: Any) -> None:
         backend = get_backend()
+        xp = backend.xp
         if qweight.ndim != 2 or scales.ndim != 2 or scales.shape[0] != qweight.shape[0]:
             raise ValueError(f"int8 weight: qweight (out, in) and scales (out, n_groups) expected, got "
                              f"{qweight.shape} and {scales.shape}")
         if qweight.shape[1] % scales.shape[1]:
             raise ValueError(f"int8 weight: {scales.shape[1]} groups do not divide {qweight.shape[1]} inputs")
         super().__init__(qweight.shape, qweight.shape[1] // scales.shape[1])
-        self.qweight = backend.asarray(qweight, dtype=np.int8)  # (out, in)
-        self.scales = backend.asarray(scales)  # (out, n_groups), float32 or float16
+        self.qweight_t = xp.ascontiguousarray(backend.asarray(qweight, dtype=np.int8).T)  # (in, out)
+        self.scales_t = xp.ascontiguousarray(backend.asarray(scales).T)  # (G, out), float32 or float16
 
     @classmethod
     def from_float(cls, weight: Any, group_size: int | None = None) -> Int8Weight:
         """Quantize a float (out, in) matrix; ``group_size=None`` means one scale per output row."""
         return cls(*quantize_int8(weight, group_size))
 
+    @property
+    def qweight(self) -> Any:
+        """q, (out, in) int8 (a view)."""
+        return self.qweight_t.T
+
+    @property
+    def scales(self) -> Any:
+        """The scales d, (out, n_groups) (a view)."""
+        return self.scales_t.T
+
     def arrays(self) -> dict[str, Any]:
         return {"qweight": self.qweight, "scales": self.scales}
 
-    def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
-        """``W[rows]`` in float: d * q, for a slice or an index array of rows."""
-        q = self.qweight[rows]  # (n, in)
-        n = q.shape[0]
-        w = q.reshape(n, self.n_groups, self.group_size).astype(dtype)  # (n, G, gs)
-        w *= as_float(self.scales[rows], dtype)[:, :, None]
-        return w.reshape(n, self.shape[1])
+    def held_arrays(self) -> list[Any]:
+        return [self.qweight_t, self.scales_t]
 
-    def _prepare_small(self, x: Any) -> Any:
-        xp = get_backend().xp
-        n_rows = x.shape[0]
-        return xp.ascontiguousarray(x.reshape(n_rows, self.n_groups, self.group_size).transpose(1, 0, 2))  # (G, N, gs)
+    def _columns(self, rows: Any, dtype: Any) -> Any:
+        """q of output rows ``rows`` (a slice or an index array) as floats, input-major: (G, gs, n)."""
+        q = self.qweight_t[:, rows].astype(dtype)  # (in, n)
+        return q.reshape(self.n_groups, self.group_size, q.shape[1])
+
+    def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
+        """``W[rows]`` in float: d * q, for a slice or an index array of rows (a transposed view)."""
+        w_t = self._columns(rows, dtype)  # (G, gs, n)
+        w_t *= as_float(self.scales_t[:, rows], dtype)[:, None, :]
+        return w_t.reshape(self.shape[1], w_t.shape[2]).T  # (n, in)
 
     def _matmul_small(self, x_groups: Any, start: int, stop: int) -> Any:
         xp = get_backend().xp
-        n = stop - start
-        q = self.qweight[start:stop].reshape(n, self.n_groups, self.group_size).astype(x_groups.dtype)  # (n, G, gs)
-        dots = xp.matmul(x_groups, q.transpose(1, 2, 0))  # (G, N, n): each group's dot product, unscaled
-        dots *= as_float(self.scales[start:stop], x_groups.dtype).T[:, None, :]  # times d[o, g]
+        dtype = x_groups.dtype
+        dots = xp.matmul(x_groups, self._columns(slice(start, stop), dtype))  # (G, N, n): each group's dot product
+        dots *= as_float(self.scales_t[:, start:stop], dtype)[:, None, :]  # times d[o, g]
         return dots.sum(axis=0)  # (N, n)

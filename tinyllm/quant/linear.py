@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..autograd import Tensor, is_grad_enabled
-from ..autograd.function import Function
+from ..backends import get_backend
 from ..nn.linear import Linear
 from ..nn.module import Module, Parameter
 from .weight import QuantizedWeight
@@ -33,23 +33,6 @@ INFERENCE_ONLY = (
 def check_inference(*tensors: Any) -> None:
     """Raise the inference-only error if autograd would record a graph through these tensors."""
     if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
-        raise RuntimeError(INFERENCE_ONLY)
-
-
-class QuantizedLinearFunction(Function):
-    """y = x W^T (+ b) with W quantized: x (..., in) -> (..., out). Backward raises (inference only)."""
-
-    def __init__(self, weight: QuantizedWeight) -> None:
-        self.weight = weight
-
-    def forward(self, x: Any, bias: Any = None) -> Any:
-        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
-        y = self.weight.matmul(x2)  # (N, out)
-        if bias is not None:
-            y += bias
-        return y.reshape(*x.shape[:-1], self.weight.shape[0])
-
-    def backward(self, gy: Any) -> Any:
         raise RuntimeError(INFERENCE_ONLY)
 
 
@@ -76,11 +59,15 @@ class QuantizedLinear(Module):
 
         return cls(quantize_weight(linear.weight.data, scheme, group_size), linear.bias)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any) -> Tensor:
         check_inference(x, self.bias)
-        if self.bias is None:
-            return QuantizedLinearFunction(self.weight)(x)
-        return QuantizedLinearFunction(self.weight)(x, self.bias)
+        # Nothing is recorded for autograd (check_inference made sure nothing needs to be), so the
+        # product runs on the raw arrays, without a Function: x (..., in) -> y (..., out).
+        x = x.data if isinstance(x, Tensor) else get_backend().asarray(x)
+        y = self.weight.matmul(x.reshape(-1, self.in_features))  # (N, out)
+        if self.bias is not None:
+            y += self.bias.data
+        return Tensor(y.reshape(*x.shape[:-1], self.out_features))  # a constant: nothing to train
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -80,9 +80,17 @@ def quantize_q4(weight: Any, group_size: int = 32) -> tuple[Any, Any, Any]:
 
 
 class Q4Weight(QuantizedWeight):
-    """A matrix stored as packed 4-bit ``packed`` (out, in/2), float16 ``scales`` and ``mins`` (out, n_groups).
+    """A matrix stored as packed 4-bit values with float16 scales and minimums, one of each per group.
 
     W[o, g*gs + k] = scales[o, g] * q[o, g, k] + mins[o, g], q unpacked from ``packed``.
+
+    Built from, and saved as, llama.cpp's row-major arrays: ``packed`` (out, in/2) uint8 and
+    ``scales``, ``mins`` (out, n_groups) float16. In memory the same bytes are kept input-major
+    (weight.py says why):
+
+        packed_t[g, j, o] = packed[o, g*gs/2 + j]        (n_groups, gs/2, out)   uint8
+        scales_t[g, o]    = scales[o, g]                 (n_groups, out)         float16
+        mins_t[g, o]      = mins[o, g]                   (n_groups, out)         float16
 
     >>> w = Q4Weight.from_float(np.array([[0.0, 1.5, 3.0, 7.5]], dtype=np.float32), group_size=4)
     >>> w.dequantize().tolist()
@@ -93,6 +101,7 @@ class Q4Weight(QuantizedWeight):
 
     def __init__(self, packed: Any, scales: Any, mins: Any) -> None:
         backend = get_backend()
+        xp = backend.xp
         out_features, n_groups = scales.shape
         if packed.ndim != 2 or packed.shape[0] != out_features or mins.shape != scales.shape:
             raise ValueError(f"q4 weight: packed (out, in/2), scales and mins (out, n_groups) expected, got "
@@ -101,47 +110,65 @@ class Q4Weight(QuantizedWeight):
         if in_features % n_groups or (in_features // n_groups) % 2:
             raise ValueError(f"q4 weight: {n_groups} groups do not split {in_features} inputs into even groups")
         super().__init__((out_features, in_features), in_features // n_groups)
-        self.packed = backend.asarray(packed, dtype=np.uint8)  # (out, in/2)
-        self.scales = backend.asarray(scales)  # (out, G) float16
-        self.mins = backend.asarray(mins)  # (out, G) float16
+        half = self.group_size // 2
+        packed = backend.asarray(packed, dtype=np.uint8).reshape(out_features, n_groups, half)
+        self.packed_t = xp.ascontiguousarray(packed.transpose(1, 2, 0))  # (G, gs/2, out)
+        self.scales_t = xp.ascontiguousarray(backend.asarray(scales).T)  # (G, out) float16
+        self.mins_t = xp.ascontiguousarray(backend.asarray(mins).T)  # (G, out) float16
 
     @classmethod
     def from_float(cls, weight: Any, group_size: int = 32) -> Q4Weight:
         return cls(*quantize_q4(weight, group_size))
 
+    @property
+    def packed(self) -> Any:
+        """The packed values in llama.cpp's row-major layout (out, in/2): a copy."""
+        xp = get_backend().xp
+        return xp.ascontiguousarray(self.packed_t.transpose(2, 0, 1)).reshape(self.shape[0], self.shape[1] // 2)
+
+    @property
+    def scales(self) -> Any:
+        """The scales d, (out, n_groups) float16 (a view)."""
+        return self.scales_t.T
+
+    @property
+    def mins(self) -> Any:
+        """The minimums m, (out, n_groups) float16 (a view)."""
+        return self.mins_t.T
+
     def arrays(self) -> dict[str, Any]:
         return {"packed": self.packed, "scales": self.scales, "mins": self.mins}
 
-    def _groups(self, rows: Any) -> Any:
-        packed = self.packed[rows]
-        return packed.reshape(packed.shape[0], self.n_groups, self.group_size // 2)  # (n, G, gs/2)
+    def held_arrays(self) -> list[Any]:
+        return [self.packed_t, self.scales_t, self.mins_t]
+
+    def _unpack_columns(self, rows: Any, dtype: Any) -> Any:
+        """q of output rows ``rows`` (a slice or an index array) as floats, input-major: (G, gs, n)."""
+        xp = get_backend().xp
+        packed = self.packed_t[:, :, rows]  # (G, gs/2, n)
+        half = packed.shape[1]
+        nibbles = xp.empty((packed.shape[0], 2 * half, packed.shape[2]), dtype=np.uint8)  # (G, gs, n)
+        xp.bitwise_and(packed, 15, out=nibbles[:, :half])  # q[k] for k < gs/2: the low nibbles
+        xp.right_shift(packed, 4, out=nibbles[:, half:])  # q[k + gs/2]: the high nibbles
+        return nibbles.astype(dtype)
 
     def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
-        """``W[rows]`` in float: d * q + m, for a slice or an index array of rows."""
-        q = unpack_nibbles(self._groups(rows)).astype(dtype)  # (n, G, gs)
-        q *= as_float(self.scales[rows], dtype)[:, :, None]
-        q += as_float(self.mins[rows], dtype)[:, :, None]
-        return q.reshape(q.shape[0], self.shape[1])
+        """``W[rows]`` in float: d * q + m, for a slice or an index array of rows (a transposed view)."""
+        w_t = self._unpack_columns(rows, dtype)  # (G, gs, n)
+        w_t *= as_float(self.scales_t[:, rows], dtype)[:, None, :]
+        w_t += as_float(self.mins_t[:, rows], dtype)[:, None, :]
+        return w_t.reshape(self.shape[1], w_t.shape[2]).T  # (n, in)
 
     def _prepare_small(self, x: Any) -> tuple[Any, Any]:
-        xp = get_backend().xp
-        n_rows, half = x.shape[0], self.group_size // 2
-        # The inputs that meet the low nibbles (k < gs/2) and those that meet the high ones.
-        x_halves = xp.ascontiguousarray(x.reshape(n_rows, self.n_groups, 2, half).transpose(2, 1, 0, 3))  # (2, G, N, gs/2)
-        x_sums = x.reshape(n_rows, self.n_groups, self.group_size).sum(axis=-1)  # (N, G): what each minimum multiplies
-        return x_halves, x_sums
+        # what each group's q multiplies, and what each minimum multiplies (the sum of the group's inputs)
+        x_groups = super()._prepare_small(x)  # (G, N, gs)
+        return x_groups, x_groups.sum(axis=-1).T  # (N, G)
 
     def _matmul_small(self, prepared: tuple[Any, Any], start: int, stop: int) -> Any:
         xp = get_backend().xp
-        x_halves, x_sums = prepared
-        dtype = x_halves.dtype
-        packed = self._groups(slice(start, stop))  # (n, G, gs/2)
-        nibbles = xp.empty((2,) + packed.shape, dtype=np.uint8)  # (2, n, G, gs/2): low, high
-        xp.bitwise_and(packed, 15, out=nibbles[0])
-        xp.right_shift(packed, 4, out=nibbles[1])
-        values = nibbles.astype(dtype)
-        halves = xp.matmul(x_halves, values.transpose(0, 2, 3, 1))  # (2, G, N, n)
-        dots = halves[0]
-        dots += halves[1]  # (G, N, n): sum_k x[n, g, k] q[o, g, k] over both halves
-        dots *= as_float(self.scales[start:stop], dtype).T[:, None, :]  # times d[o, g]
-        return dots.sum(axis=0) + x_sums @ as_float(self.mins[start:stop], dtype).T  # (N, n)
+        x_groups, x_sums = prepared
+        dtype = x_groups.dtype
+        q = self._unpack_columns(slice(start, stop), dtype)  # (G, gs, n)
+        dots = xp.matmul(x_groups, q)  # (G, N, n): sum_k x[n, g, k] q[o, g, k], one product per group
+        dots *= as_float(self.scales_t[:, start:stop], dtype)[:, None, :]  # times d[o, g]
+        return dots.sum(axis=0) + x_sums @ as_float(self.mins_t[:, start:stop], dtype)  # (N, n)

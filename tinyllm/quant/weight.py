@@ -1,9 +1,9 @@
 """``QuantizedWeight``: a (out_features, in_features) matrix kept in a few bits, used a block of rows at a time.
 
 A quantized weight never becomes one float32 matrix. Its one product, ``matmul(x) = x @ W^T``,
-walks the output rows in blocks of about ``BLOCK_ELEMENTS`` weights (2 MiB of float32, small
-enough to stay in the CPU's caches, large enough that NumPy's per-call overhead stays small; 2^17
-to 2^21 measured within 10% of each other on SmolLM2) and turns only that block into floats:
+walks the output rows in blocks of about ``block_elements`` weights (2^20: 4 MiB of float32,
+which stays in the CPU's caches, and large enough that NumPy's and BLAS's per-call overhead
+stays small; measured on SmolLM2) and turns only that block into floats:
 
     for each block of rows r0:r1
         y[:, r0:r1] = x @ W[r0:r1]^T          with W[r0:r1] built from its integers just now
@@ -24,9 +24,20 @@ Two ways to compute the block's product, chosen by how many rows ``x`` has:
       y[n, o] = sum_g d[o, g] * (sum_k x[n, g, k] q[o, g, k])  +  sum_g m[o, g] * (sum_k x[n, g, k])
 
   The integers are only converted to floats (one cheap pass); the inner sums are a batched
-  matrix product, one small product per group.
+  matrix product, one per group: x's group (N, gs) times the block's q for that group (gs, n).
 
-Both give the same numbers up to float rounding (tests/test_quant.py compares them).
+``small_batch`` is the largest number of rows that takes the second way (the crossover, measured
+on a (1536, 576) weight, lies between 16 and 32 rows). Both give the same numbers up to float
+rounding (tests/test_quant.py compares them).
+
+**Memory layout.** A weight is built from, and saved as, llama.cpp's row-major arrays (one row
+per output, its groups in order), but kept in memory input-major: the transpose, with the
+output index last (``qweight_t[k, o]``, ``scales_t[g, o]``). A block of output rows is then a
+slice of the last axis, and each group's q for the block is a (gs, n) matrix with long
+contiguous rows, which BLAS streams through as one matrix-vector product per group. Row-major,
+the same products have rows of only gs values and measured 2 to 3x slower for q4. (llama.cpp
+repacks its blocks for its CPU kernels in the same spirit.) The transpose is made once, when the
+weight is built; ``arrays()`` gives the row-major form back.
 """
 
 from __future__ import annotations
@@ -37,17 +48,17 @@ import numpy as np
 
 from ..backends import get_backend
 
-BLOCK_ELEMENTS = 1 << 19  # weights converted to float at a time: 512 Ki, 2 MiB of float32
-SMALL_BATCH = 8  # x with at most this many rows takes the "scale outside" path (measured crossover: 8-16 rows)
-
 
 class QuantizedWeight:
     """Base class of ``Int8Weight`` and ``Q4Weight``: shapes, bytes, and the blocked product.
 
-    Subclasses store their arrays and define
+    Subclasses store their arrays (input-major, see the module docstring) and define
 
+    - ``arrays()``: the arrays by name, row-major (what a checkpoint saves);
+    - ``held_arrays()``: the arrays as kept in memory (what ``nbytes`` counts);
     - ``dequantize_rows(rows, dtype)``: float rows ``W[rows]`` (rows: a slice or an index array);
-    - ``_prepare_small(x)`` and ``_matmul_small(prepared, start, stop)``: the few-rows product.
+    - ``_matmul_small(prepared, start, stop)``, and ``_prepare_small(x)`` if x's groups
+      (G, N, gs) are not all it needs: the few-rows product.
 
     ``shape`` is (out_features, in_features) and ``dtype`` the float type the weight computes in
     (float32), so code that only asks a weight for its shape or dtype (``Transformer.new_cache``)
@@ -56,6 +67,8 @@ class QuantizedWeight:
 
     scheme: str = "base"
     dtype = np.dtype(np.float32)
+    block_elements: int = 1 << 20  # weights converted to float at a time (see the module docstring)
+    small_batch: int = 16  # x with at most this many rows takes the "scale outside" path
 
     def __init__(self, shape: tuple[int, int], group_size: int) -> None:
         out_features, in_features = (int(n) for n in shape)
@@ -70,14 +83,20 @@ class QuantizedWeight:
 
     # -- what subclasses provide ----------------------------------------------
     def arrays(self) -> dict[str, Any]:
-        """Name -> backend array of everything stored (what a checkpoint saves)."""
+        """Name -> backend array of everything stored, in the layout a checkpoint saves."""
+        raise NotImplementedError
+
+    def held_arrays(self) -> list[Any]:
+        """The arrays as kept in memory (input-major)."""
         raise NotImplementedError
 
     def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
         raise NotImplementedError
 
     def _prepare_small(self, x: Any) -> Any:
-        raise NotImplementedError
+        """x (N, in) cut into its groups, group-major: (G, N, gs)."""
+        x_groups = x.reshape(x.shape[0], self.n_groups, self.group_size)  # (N, G, gs)
+        return get_backend().xp.ascontiguousarray(x_groups.transpose(1, 0, 2))
 
     def _matmul_small(self, prepared: Any, start: int, stop: int) -> Any:
         raise NotImplementedError
@@ -86,38 +105,44 @@ class QuantizedWeight:
     @property
     def nbytes(self) -> int:
         """Bytes held in memory: the integers plus the scales (and minimums)."""
-        return int(sum(a.nbytes for a in self.arrays().values()))
+        return int(sum(a.nbytes for a in self.held_arrays()))
 
     def dequantize(self, dtype: Any = np.float32) -> Any:
         """The whole matrix in float (out_features, in_features): for tests and inspection, not for inference."""
         return self.dequantize_rows(slice(0, self.shape[0]), dtype)
 
     def row_blocks(self) -> list[tuple[int, int]]:
-        """(start, stop) of each block of output rows, about ``BLOCK_ELEMENTS`` weights each."""
+        """(start, stop) of each block of output rows, about ``block_elements`` weights each."""
         out_features, in_features = self.shape
-        rows = max(1, BLOCK_ELEMENTS // in_features)
+        rows = max(1, self.block_elements // in_features)
         return [(start, min(start + rows, out_features)) for start in range(0, out_features, rows)]
 
-    def matmul(self, x: Any, small_batch: int = SMALL_BATCH) -> Any:
+    def matmul(self, x: Any, small_batch: int | None = None) -> Any:
         """``x @ W^T`` for x (N, in_features), block by block; returns (N, out_features) in x's dtype.
 
-        ``small_batch``: largest N that takes the few-rows path (0: dequantize-then-multiply, unless
-        the weight has one group per row).
+        ``small_batch``: largest N that takes the few-rows path (default: the class's ``small_batch``;
+        0: dequantize-then-multiply, unless the weight has one group per row).
         """
         xp = get_backend().xp
         n_rows, in_features = x.shape
         if in_features != self.shape[1]:
             raise ValueError(f"input has {in_features} features but the weight {self.shape} expects {self.shape[1]}")
-        y = xp.empty((n_rows, self.shape[0]), dtype=x.dtype)  # (N, out)
         # With one group per row (int8 per channel) the scale comes out of the whole dot product:
         # the "few rows" path is then a plain matrix product, the better choice for any number of rows.
-        small = n_rows <= small_batch or self.n_groups == 1
+        small = n_rows <= (self.small_batch if small_batch is None else small_batch) or self.n_groups == 1
         prepared = self._prepare_small(x) if small else None
-        for start, stop in self.row_blocks():
+
+        def product(start: int, stop: int) -> Any:  # (N, stop - start)
             if small:
-                y[:, start:stop] = self._matmul_small(prepared, start, stop)
-            else:
-                y[:, start:stop] = x @ self.dequantize_rows(slice(start, stop), x.dtype).T  # (N, rows)
+                return self._matmul_small(prepared, start, stop)
+            return x @ self.dequantize_rows(slice(start, stop), x.dtype).T
+
+        blocks = self.row_blocks()
+        if len(blocks) == 1:  # most matrices of a small model: no output array to fill
+            return product(0, self.shape[0])
+        y = xp.empty((n_rows, self.shape[0]), dtype=x.dtype)  # (N, out)
+        for start, stop in blocks:
+            y[:, start:stop] = product(start, stop)
         return y
 
     def describe(self) -> dict[str, Any]:
