@@ -4,6 +4,7 @@
     >>> tl.get_backend().name
     'numpy'
     >>> tl.set_backend("numpy")   # or "cupy"; also TINYLLM_BACKEND=cupy in the environment
+    <tinyllm backend 'numpy' on cpu>
 
 All arrays created after ``set_backend`` live on the new backend; tensors made
 before keep their arrays where they are, so switch before building a model.

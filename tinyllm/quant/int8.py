@@ -100,7 +100,7 @@ class Int8Weight(QuantizedWeight):
     ``scales_t`` (n_groups, out), the transposes of the row-major arrays it is built from and saved as.
 
     >>> w = Int8Weight.from_float(np.array([[0.5, -1.27, 0.0]], dtype=np.float32))
-    >>> w.dequantize().round(4).tolist()
+    >>> w.dequantize(np.float64).round(4).tolist()
     [[0.5, -1.27, 0.0]]
     """
 

@@ -42,14 +42,18 @@ def pack_nibbles(q: Any) -> Any:
     return q[..., :half] | (q[..., half:] << 4)
 
 
-def unpack_nibbles(packed: Any) -> Any:
-    """The inverse of ``pack_nibbles``: bytes (..., gs // 2) -> 4-bit values (..., gs), as uint8.
+def unpack_nibbles(packed: Any, axis: int = -1, dtype: Any = np.uint8) -> Any:
+    """The inverse of ``pack_nibbles``: bytes (..., gs // 2) -> 4-bit values (..., gs) along ``axis``, as ``dtype``.
+
+    The low nibbles are q[k] for k < gs/2 and the high ones q[k + gs/2], so the two, one after
+    the other, are the group's values in order. (One ``concatenate`` that also casts: fewer
+    passes over the data than unpacking to uint8 and converting after.)
 
     >>> unpack_nibbles(np.array([49, 66], dtype=np.uint8)).tolist()
     [1, 2, 3, 4]
     """
     xp = get_backend().xp
-    return xp.concatenate([packed & 15, packed >> 4], axis=-1)
+    return xp.concatenate([packed & 15, packed >> 4], axis=axis, dtype=dtype)
 
 
 def quantize_q4(weight: Any, group_size: int = 32) -> tuple[Any, Any, Any]:
@@ -88,9 +92,11 @@ class Q4Weight(QuantizedWeight):
     ``scales``, ``mins`` (out, n_groups) float16. In memory the same bytes are kept input-major
     (weight.py says why):
 
-        packed_t[g, j, o] = packed[o, g*gs/2 + j]        (n_groups, gs/2, out)   uint8
-        scales_t[g, o]    = scales[o, g]                 (n_groups, out)         float16
-        mins_t[g, o]      = mins[o, g]                   (n_groups, out)         float16
+        packed_t[g, j, o]       = packed[o, g*gs/2 + j]     (n_groups, gs/2, out)   uint8
+        scales_mins_t[g, 0, o]  = scales[o, g]              (n_groups, 2, out)      float16
+        scales_mins_t[g, 1, o]  = mins[o, g]
+
+    Each scale sits next to its minimum (as in a Q4_1 block), so one conversion widens both.
 
     >>> w = Q4Weight.from_float(np.array([[0.0, 1.5, 3.0, 7.5]], dtype=np.float32), group_size=4)
     >>> w.dequantize().tolist()
@@ -113,8 +119,8 @@ class Q4Weight(QuantizedWeight):
         half = self.group_size // 2
         packed = backend.asarray(packed, dtype=np.uint8).reshape(out_features, n_groups, half)
         self.packed_t = xp.ascontiguousarray(packed.transpose(1, 2, 0))  # (G, gs/2, out)
-        self.scales_t = xp.ascontiguousarray(backend.asarray(scales).T)  # (G, out) float16
-        self.mins_t = xp.ascontiguousarray(backend.asarray(mins).T)  # (G, out) float16
+        scales_mins = xp.stack([backend.asarray(scales), backend.asarray(mins)], axis=1)  # (out, 2, G)
+        self.scales_mins_t = xp.ascontiguousarray(scales_mins.transpose(2, 1, 0))  # (G, 2, out)
 
     @classmethod
     def from_float(cls, weight: Any, group_size: int = 32) -> Q4Weight:
@@ -129,34 +135,29 @@ class Q4Weight(QuantizedWeight):
     @property
     def scales(self) -> Any:
         """The scales d, (out, n_groups) float16 (a view)."""
-        return self.scales_t.T
+        return self.scales_mins_t[:, 0].T
 
     @property
     def mins(self) -> Any:
         """The minimums m, (out, n_groups) float16 (a view)."""
-        return self.mins_t.T
+        return self.scales_mins_t[:, 1].T
 
     def arrays(self) -> dict[str, Any]:
         return {"packed": self.packed, "scales": self.scales, "mins": self.mins}
 
     def held_arrays(self) -> list[Any]:
-        return [self.packed_t, self.scales_t, self.mins_t]
+        return [self.packed_t, self.scales_mins_t]
 
     def _unpack_columns(self, rows: Any, dtype: Any) -> Any:
         """q of output rows ``rows`` (a slice or an index array) as floats, input-major: (G, gs, n)."""
-        xp = get_backend().xp
-        packed = self.packed_t[:, :, rows]  # (G, gs/2, n)
-        half = packed.shape[1]
-        nibbles = xp.empty((packed.shape[0], 2 * half, packed.shape[2]), dtype=np.uint8)  # (G, gs, n)
-        xp.bitwise_and(packed, 15, out=nibbles[:, :half])  # q[k] for k < gs/2: the low nibbles
-        xp.right_shift(packed, 4, out=nibbles[:, half:])  # q[k + gs/2]: the high nibbles
-        return nibbles.astype(dtype)
+        return unpack_nibbles(self.packed_t[:, :, rows], axis=1, dtype=dtype)  # from (G, gs/2, n)
 
     def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
         """``W[rows]`` in float: d * q + m, for a slice or an index array of rows (a transposed view)."""
         w_t = self._unpack_columns(rows, dtype)  # (G, gs, n)
-        w_t *= as_float(self.scales_t[:, rows], dtype)[:, None, :]
-        w_t += as_float(self.mins_t[:, rows], dtype)[:, None, :]
+        scales_mins = as_float(self.scales_mins_t[:, :, rows], dtype)  # (G, 2, n)
+        w_t *= scales_mins[:, 0:1]
+        w_t += scales_mins[:, 1:2]
         return w_t.reshape(self.shape[1], w_t.shape[2]).T  # (n, in)
 
     def _prepare_small(self, x: Any) -> tuple[Any, Any]:
@@ -170,5 +171,6 @@ class Q4Weight(QuantizedWeight):
         dtype = x_groups.dtype
         q = self._unpack_columns(slice(start, stop), dtype)  # (G, gs, n)
         dots = xp.matmul(x_groups, q)  # (G, N, n): sum_k x[n, g, k] q[o, g, k], one product per group
-        dots *= as_float(self.scales_t[:, start:stop], dtype)[:, None, :]  # times d[o, g]
-        return dots.sum(axis=0) + x_sums @ as_float(self.mins_t[:, start:stop], dtype)  # (N, n)
+        scales_mins = as_float(self.scales_mins_t[:, :, start:stop], dtype)  # (G, 2, n)
+        dots *= scales_mins[:, 0:1]  # times d[o, g]
+        return dots.sum(axis=0) + x_sums @ scales_mins[:, 1]  # (N, n)

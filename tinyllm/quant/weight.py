@@ -137,11 +137,10 @@ class QuantizedWeight:
                 return self._matmul_small(prepared, start, stop)
             return x @ self.dequantize_rows(slice(start, stop), x.dtype).T
 
-        blocks = self.row_blocks()
-        if len(blocks) == 1:  # most matrices of a small model: no output array to fill
+        if self.shape[0] * in_features <= self.block_elements:  # one block (most matrices of a small model)
             return product(0, self.shape[0])
         y = xp.empty((n_rows, self.shape[0]), dtype=x.dtype)  # (N, out)
-        for start, stop in blocks:
+        for start, stop in self.row_blocks():
             y[:, start:stop] = product(start, stop)
         return y
 

@@ -46,7 +46,7 @@ def rms_norm(x: Any, weight: Any, eps: float = 1e-6) -> Any:
     """``x / sqrt(mean(x^2, axis=-1) + eps) * weight``.
 
     >>> import tinyllm as tl
-    >>> rms_norm(tl.tensor([[3.0, 4.0]]), tl.tensor([1.0, 1.0]), eps=0.0).numpy().round(4).tolist()
+    >>> rms_norm(tl.tensor([[3.0, 4.0]]), tl.tensor([1.0, 1.0]), eps=0.0).numpy().astype("float64").round(4).tolist()
     [[0.8485, 1.1314]]
     """
     return RMSNormFunction(eps)(x, weight)

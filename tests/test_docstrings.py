@@ -1,0 +1,22 @@
+"""The worked examples in the docstrings of every tinyllm module run, and print what they say."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import tinyllm as tl
+
+MODULES = sorted(info.name for info in pkgutil.walk_packages(tl.__path__, prefix="tinyllm."))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    if tl.get_backend().name != "numpy":
+        pytest.skip("the docstring examples print NumPy results")
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} of the {result.attempted} docstring examples in {name} failed (see above)"
