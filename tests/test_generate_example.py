@@ -25,7 +25,7 @@ def test_help_lists_the_options() -> None:
     result = run("--help")
     assert result.returncode == 0, result.stderr
     for option in ("--model", "--prompt", "--chat", "--max-new-tokens", "--temperature", "--top-k", "--top-p",
-                   "--seed", "--backend"):
+                   "--seed", "--backend", "--quantize", "--keep-quantized"):
         assert option in result.stdout
 
 
@@ -37,6 +37,31 @@ def test_prompt_mode_streams_text_and_reports_speed() -> None:
     assert first.stdout.startswith("Hello world")
     assert "tokens/s" in first.stderr and "prefill 4 prompt tokens" in first.stderr  # "He", "ll", "o", " world"
     assert run(*args, "--seed", "3").stdout == first.stdout  # the seed reproduces the sample
+
+
+@pytest.mark.parametrize("scheme", ["int8", "q4"])
+def test_quantize_option_generates_with_smaller_weights(scheme) -> None:
+    args = ("--model", str(FIXTURES / "reference" / "hf_llama_dir"), "--prompt", "Hello world", "--max-new-tokens", "6",
+            "--temperature", "0")
+    plain, quantized = run(*args), run(*args, "--quantize", scheme, "--group-size", "16")
+    assert quantized.returncode == 0, quantized.stderr
+    assert quantized.stdout.startswith("Hello world") and "tokens/s" in quantized.stderr
+
+    def mib(result: subprocess.CompletedProcess) -> float:
+        return float(result.stderr.split(" parameters in ")[1].split(" MiB")[0])
+
+    assert f"({scheme})" in quantized.stderr and mib(quantized) < 0.45 * mib(plain)
+
+
+def test_quantized_checkpoint_directory_loads(tmp_path) -> None:
+    import tinyllm as tl
+    from tinyllm.quant.checkpoint import save_quantized
+
+    model, tokenizer = tl.load_pretrained(FIXTURES / "reference" / "hf_llama_dir")
+    save_quantized(tl.quantize(model, "int8", include_embeddings=True), tmp_path / "q", tokenizer)
+    result = run("--model", str(tmp_path / "q"), "--prompt", "Hello world", "--max-new-tokens", "4", "--temperature", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Hello world")
 
 
 def test_missing_model_is_a_clear_error(tmp_path) -> None:
