@@ -116,6 +116,11 @@ def test_bad_group_size_and_huge_weights_are_clear_errors():
         Q4Weight.from_float(np.ones((2, 48), dtype=np.float32), 32)
     with pytest.raises(ValueError, match="too large for float16"):
         Int8Weight.from_float(np.full((1, 64), 1e8, dtype=np.float32), 32)
+    with pytest.raises(ValueError, match="q4 needs groups"):
+        tl.quant.quantize_weight(np.ones((2, 64), dtype=np.float32), "q4", None)
+    # the default is a scale per 32 inputs for both schemes (llama.cpp's Q8_0 and Q4_1); None: int8 per row
+    assert tl.quant.quantize_weight(np.ones((2, 64), dtype=np.float32), "int8").group_size == 32
+    assert tl.quant.quantize_weight(np.ones((2, 64), dtype=np.float32), "int8", None).group_size == 64
 
 
 # ---------------------------------------------------------------- bit-exact packing, float16, GGUF blocks

@@ -32,30 +32,31 @@ from .q4 import Q4Weight
 from .weight import QuantizedWeight
 
 SCHEMES = ("int8", "q4")
-DEFAULT_GROUP_SIZE = {"int8": None, "q4": 32}  # int8: one scale per output row
 
 
-def quantize_weight(weight: Any, scheme: str, group_size: int | None = None) -> QuantizedWeight:
-    """A float (out, in) matrix as an ``Int8Weight`` or ``Q4Weight``.
+def quantize_weight(weight: Any, scheme: str, group_size: int | None = 32) -> QuantizedWeight:
+    """A float (out, in) matrix as an ``Int8Weight`` or ``Q4Weight``, a scale per ``group_size`` inputs.
 
-    ``group_size=None`` takes the scheme's default: int8 per output row, q4 groups of 32.
+    ``group_size=None``: one scale per output row (int8 only; q4 needs groups).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}: choose one of {SCHEMES}")
     data = weight.data if hasattr(weight, "requires_grad") else weight  # a Parameter or a plain array
-    group_size = DEFAULT_GROUP_SIZE[scheme] if group_size is None else group_size
     if scheme == "int8":
         return Int8Weight.from_float(data, group_size)
+    if group_size is None:
+        raise ValueError("q4 needs groups (group_size=32, say): one scale per row is for int8 only")
     return Q4Weight.from_float(data, group_size)
 
 
-def quantize(model: Module, scheme: str = "int8", group_size: int | None = None,
+def quantize(model: Module, scheme: str = "int8", group_size: int | None = 32,
              include_embeddings: bool = False) -> Module:
     """Replace the model's Linear layers (and optionally embeddings and output projection) by quantized ones.
 
     In place; returns the model. The result is inference-only (see ``QuantizedLinear``).
-    ``scheme``: "int8" (symmetric, per output row unless ``group_size`` is given) or "q4"
-    (4-bit with scale and minimum per group of ``group_size``, default 32).
+    ``scheme``: "int8" (symmetric) or "q4" (4-bit with a scale and a minimum), each with one scale
+    per ``group_size`` consecutive inputs of a row (32: llama.cpp's Q8_0 and Q4_1 blocks).
+    ``group_size=None`` gives int8 one scale per output row: slightly smaller and faster, less exact.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}: choose one of {SCHEMES}")

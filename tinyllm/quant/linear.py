@@ -53,8 +53,8 @@ class QuantizedLinear(Module):
         self.bias = bias
 
     @classmethod
-    def from_linear(cls, linear: Linear, scheme: str = "int8", group_size: int | None = None) -> QuantizedLinear:
-        """Quantize ``linear.weight`` with ``scheme`` ("int8" or "q4"); the bias, if any, stays float."""
+    def from_linear(cls, linear: Linear, scheme: str = "int8", group_size: int | None = 32) -> QuantizedLinear:
+        """Quantize ``linear.weight`` with ``scheme`` ("int8" or "q4", see ``quantize_weight``); the bias stays float."""
         from .convert import quantize_weight
 
         return cls(quantize_weight(linear.weight.data, scheme, group_size), linear.bias)
