@@ -371,6 +371,26 @@ def test_quantized_gguf_tensors_dequantize_into_the_right_parameters(tmp_path: P
         np.testing.assert_array_equal(to_numpy(params[name]), weight, err_msg=hf_name)
 
 
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_1"])
+def test_keep_quantized_takes_the_blocks_or_says_what_it_converted(tmp_path: Path, qtype: str, caplog) -> None:
+    from tinyllm.quant import Int8Weight, Q4Weight
+
+    folder = FIXTURES / "reference" / "llama_gqa"
+    write_gguf(tmp_path / "tiny.gguf", folder, qtype)
+    float_model, _ = load_pretrained(tmp_path / "tiny.gguf")
+    with caplog.at_level("WARNING"):
+        model, _ = load_pretrained(tmp_path / "tiny.gguf", keep_quantized=True)
+    weight = model.layers[0].feed_forward.w_down.weight
+    assert isinstance(weight, Q4Weight if qtype == "Q4_1" else Int8Weight) and weight.group_size == 32
+    converted = "dequantized to float32, then quantized to int8" in caplog.text
+    assert converted == (qtype == "F16")  # Q8_0 and Q4_1 blocks are taken as stored; F16 is converted, and said
+    if converted:
+        assert "blk.0.ffn_down.weight (F16)" in caplog.text
+    ids = np.arange(12).reshape(1, 12)
+    error = np.abs(reference_logits(model, ids) - reference_logits(float_model, ids)).max()
+    assert error < (1e-4 if qtype != "F16" else 0.05)  # the blocks compute what their float values do
+
+
 def test_gguf_with_unsupported_quant_type_names_it(tmp_path: Path) -> None:
     write_gguf(tmp_path / "q5.gguf", FIXTURES / "reference" / "llama_gqa", "Q5_0")
     with pytest.raises(NotImplementedError, match=r"Q5_0.*tinyllm dequantizes F32, F16, BF16, Q8_0, Q4_0, Q4_1"):

@@ -75,7 +75,7 @@ class QuantizedWeight:
         if group_size <= 0 or in_features % group_size:
             raise ValueError(
                 f"group_size={group_size} must divide in_features={in_features} (each row is cut into whole groups); "
-                f"choose a divisor such as 32 or 64, or quantize this layer per channel"
+                f"choose a divisor such as 32 or 64, or, for int8, group_size=None (one scale per output row)"
             )
         self.shape = (out_features, in_features)
         self.group_size = int(group_size)
