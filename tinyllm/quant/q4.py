@@ -148,13 +148,13 @@ class Q4Weight(QuantizedWeight):
     def held_arrays(self) -> list[Any]:
         return [self.packed_t, self.scales_mins_t]
 
-    def _unpack_columns(self, rows: Any, dtype: Any) -> Any:
+    def _columns(self, rows: Any, dtype: Any) -> Any:
         """q of output rows ``rows`` (a slice or an index array) as floats, input-major: (G, gs, n)."""
         return unpack_nibbles(self.packed_t[:, :, rows], axis=1, dtype=dtype)  # from (G, gs/2, n)
 
     def dequantize_rows(self, rows: Any, dtype: Any = np.float32) -> Any:
         """``W[rows]`` in float: d * q + m, for a slice or an index array of rows (a transposed view)."""
-        w_t = self._unpack_columns(rows, dtype)  # (G, gs, n)
+        w_t = self._columns(rows, dtype)  # (G, gs, n)
         scales_mins = as_float(self.scales_mins_t[:, :, rows], dtype)  # (G, 2, n)
         w_t *= scales_mins[:, 0:1]
         w_t += scales_mins[:, 1:2]
@@ -169,7 +169,7 @@ class Q4Weight(QuantizedWeight):
         xp = get_backend().xp
         x_groups, x_sums = prepared
         dtype = x_groups.dtype
-        q = self._unpack_columns(slice(start, stop), dtype)  # (G, gs, n)
+        q = self._columns(slice(start, stop), dtype)  # (G, gs, n)
         dots = xp.matmul(x_groups, q)  # (G, N, n): sum_k x[n, g, k] q[o, g, k], one product per group
         scales_mins = as_float(self.scales_mins_t[:, :, start:stop], dtype)  # (G, 2, n)
         dots *= scales_mins[:, 0:1]  # times d[o, g]

@@ -35,8 +35,9 @@ per output, its groups in order), but kept in memory input-major: the transpose,
 output index last (``qweight_t[k, o]``, ``scales_t[g, o]``). A block of output rows is then a
 slice of the last axis, and each group's q for the block is a (gs, n) matrix with long
 contiguous rows, which BLAS streams through as one matrix-vector product per group. Row-major,
-the same products have rows of only gs values and measured 2 to 3x slower for q4. (llama.cpp
-repacks its blocks for its CPU kernels in the same spirit.) The transpose is made once, when the
+the same products run over rows of only gs values, which BLAS runs about 3x slower (the per-group
+products of SmolLM2's output projection for one token: 7.4 ms against 2.0 ms). (llama.cpp repacks
+its blocks for its CPU kernels in the same spirit.) The transpose is made once, when the
 weight is built; ``arrays()`` gives the row-major form back.
 """
 
