@@ -26,7 +26,7 @@ What quantization buys, by backend (docs/quantization.md has the measurements an
   float32 (in cache) before BLAS multiplies it: the bytes read shrink 4-6x, but the conversion and
   the per-group scales cost CPU time. Measured on SmolLM2 (1 thread): int8 in groups of 32 (the
   default) decodes 1.1x as fast as float32, int8 with one scale per row 1.45x, q4 0.83x. Prompts
-  (many rows at once) share each block's dequantization: 0.9-1.0x of float32.
+  (many rows at once) share each block's dequantization: 0.9-1.1x of float32.
 - GPU (CuPy): the same code runs through ``xp``. Without a fused dequantize-and-multiply kernel
   (tinyllm has none yet; no GPU was available to build and time one) a GPU gains memory, not speed.
 """
