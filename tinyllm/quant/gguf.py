@@ -126,9 +126,9 @@ def load_gguf_quantized(path: str | os.PathLike, max_seq_len: int | None = None,
             values = interleaved_to_half_split(values, heads)
         if len(shape) == 2 and fallback_scheme is not None:
             converted.append(f"{tensor.name} ({kind})")
-            # groups of 32 as the GGUF blocks have, unless the rows do not split into them (int8 then
-            # takes one scale per row; q4 says it needs groups)
-            group_size = 32 if shape[1] % 32 == 0 or fallback_scheme != "int8" else None
+            # groups of BLOCK_SIZE, as the GGUF blocks have, unless the rows do not split into
+            # them (int8 then takes one scale per row; q4 says it needs groups)
+            group_size = BLOCK_SIZE if shape[1] % BLOCK_SIZE == 0 or fallback_scheme != "int8" else None
             return quantize_weight(values, fallback_scheme, group_size)
         if len(shape) == 2:
             converted.append(f"{tensor.name} ({kind}, kept float32)")
