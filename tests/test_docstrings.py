@@ -14,7 +14,10 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(tl.__path__, prefix
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    # Examples that write files (fileio's atomic_write) write them into an empty directory,
+    # never into the checkout, and must not rely on any directory existing there.
+    monkeypatch.chdir(tmp_path)
     if tl.get_backend().name != "numpy":
         pytest.skip("the docstring examples print NumPy results")
     module = importlib.import_module(name)

@@ -9,8 +9,8 @@ cut) leaves a truncated file where the good one used to be. ``atomic_write`` nev
        atomically, so a reader sees either the old file or the new one, never half of each;
     4. ``fsync`` the directory, so the rename itself survives a power cut (POSIX only).
 
-    >>> atomic_write("out/notes.txt", b"hello")
-    >>> sha256_file("out/notes.txt")[:12]
+    >>> atomic_write("notes.txt", b"hello")
+    >>> sha256_file("notes.txt")[:12]
     '2cf24dba5fb0'
 """
 
