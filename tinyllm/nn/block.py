@@ -14,6 +14,7 @@ from .kv_cache import KVCache
 from .module import Module
 from .normalization import LayerNorm, RMSNorm
 from .rotary import RotaryEmbedding
+from .row_positions import RowPositions
 
 
 class TransformerBlock(Module):
@@ -47,8 +48,13 @@ class TransformerBlock(Module):
         self.dropout = dropout
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        rows: RowPositions | None = None,
     ) -> Tensor:
         p = self.dropout if self.training else 0.0
-        h = x + dropout(self.attention(self.attention_norm(x), rope, cache, layer), p, self.training)
+        h = x + dropout(self.attention(self.attention_norm(x), rope, cache, layer, rows), p, self.training)
         return h + dropout(self.feed_forward(self.ffn_norm(h)), p, self.training)
