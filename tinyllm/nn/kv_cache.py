@@ -92,7 +92,7 @@ class KVCache:
 
     def truncate(self, length: int) -> None:
         """Keep only the first ``length`` positions of every row (e.g. to roll back a chat turn)."""
-        if not 0 <= length <= int(self.lengths.min(initial=0)):
+        if not 0 <= length <= (int(self.lengths.min()) if len(self.lengths) else 0):
             raise ValueError(f"cannot truncate a cache of lengths {self.lengths.tolist()} to {length}")
         self.lengths[:] = length
 
