@@ -5,6 +5,10 @@ With s = sigmoid(a):
     y  = a * s * b
     da = dy * b * s * (1 + a * (1 - s))     (d/da of a*s is s + a*s*(1-s))
     db = dy * a * s
+
+Read the plain version first: ``tinyllm.nn.reference.swiglu`` (a * sigmoid(a) * b). The
+derivation is in docs/backprop.md#swiglu. The fused op saves only a, b and s, computes
+sigmoid through tanh (no overflow), and builds da in place in one buffer.
 """
 
 from __future__ import annotations
