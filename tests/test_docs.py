@@ -170,3 +170,14 @@ def test_the_checks_above_catch_what_they_should() -> None:
     assert "no_such_function" not in train_symbols
     assert "a-tour-of-the-source" not in heading_anchors(REPO_ROOT / "docs" / "backprop.md")
     assert "attention" in heading_anchors(REPO_ROOT / "docs" / "backprop.md")
+
+
+def test_glossary_has_about_25_terms_each_pointing_at_code() -> None:
+    entries = [line for line in (REPO_ROOT / "docs" / "glossary.md").read_text().splitlines() if line.startswith("- **")]
+    assert len(entries) >= 25, f"docs/glossary.md has {len(entries)} terms"
+    text = (REPO_ROOT / "docs" / "glossary.md").read_text()
+    for entry in text.split("\n- **")[1:]:
+        term = entry.split("**")[0]
+        assert SYMBOL_REFERENCE.search(entry), f"glossary term {term!r} points at no file::symbol"
+    for term in ("logits", "residual stream", "KV cache", "GQA", "RoPE", "bits per character", "perplexity"):
+        assert f"- **{term}" in text, f"docs/glossary.md lacks {term!r}"
