@@ -36,14 +36,14 @@ class SwiGLUFunction(Function):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b, s = self.saved
-        silu = a * s
-        gb = gy * silu
-        # ga = gy * b * (s + silu * (1 - s)), built in place in the silu buffer
-        silu *= 1.0 - s
-        silu += s
-        silu *= b
-        silu *= gy
-        return silu, gb
+        ga = a * s  # silu(a) for now: the buffer becomes da below, saving one (..., hidden) array
+        gb = gy * ga  # db = dy * silu(a)
+        # da = dy * b * d silu(a)/da, with d silu(a)/da = s + a s (1 - s), built in place:
+        ga *= 1.0 - s  # a s (1 - s)
+        ga += s  # s + a s (1 - s)
+        ga *= b
+        ga *= gy
+        return ga, gb
 
 
 def swiglu(a: Any, b: Any) -> Any:
