@@ -1,6 +1,6 @@
 """Training a language model: ``TrainConfig``, and ``train``, a loop meant to be read top to bottom.
 
-One optimizer step (nanoGPT's ``train.py`` is the model for this loop)::
+One optimizer step, ``train_step`` (nanoGPT's ``train.py`` is the model for this loop)::
 
     lr = get_lr(step, ...)                           linear warmup, then cosine decay to min_lr
     for each of grad_accum_steps micro-batches:
@@ -31,6 +31,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,19 @@ from .checkpoint import Checkpoint, restore, save_checkpoint
 from .data import TokenDataset
 from .logger import TrainingLogger
 from .models import Transformer
-from .optim import AdamW, clip_grad_norm_, get_lr
+from .optim import AdamW, Optimizer, clip_grad_norm_, get_lr
 from .utils import dataclass_from_dict
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite; training stopped."""
+    """The loss or the gradient norm became NaN or infinite; training stopped.
+
+    ``what`` names the quantity ("training loss", "gradient norm", "val loss"), ``value`` is what it became.
+    """
+
+    def __init__(self, message: str, what: str = "", value: float = math.nan) -> None:
+        super().__init__(message)
+        self.what, self.value = what, value
 
 
 @dataclass
@@ -107,6 +115,60 @@ def configure_optimizer(model: Transformer, config: TrainConfig) -> AdamW:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def train_step(
+    model: Transformer,
+    optimizer: Optimizer,
+    get_batch: Callable[[], tuple[Any, Any]],
+    lr: float,
+    grad_accum_steps: int = 1,
+    grad_clip: float = 0.0,
+) -> tuple[float, float]:
+    """One optimizer step; returns (the step's mean training loss, the gradient norm before clipping).
+
+    This is the whole of what ``train``'s loop does per step, with none of its bookkeeping
+    (resuming, checkpoints, logging, the progress bar)::
+
+        for each of grad_accum_steps micro-batches:
+            x, y = get_batch()                        (B, T) token ids, y = x shifted by one
+            logits, loss = model(x, y)                (B, T, vocab), mean cross-entropy over B*T
+            (loss / grad_accum_steps).backward()      gradients add up in p.grad
+        norm = clip_grad_norm_(parameters, grad_clip) rescale all gradients if their norm > grad_clip
+        optimizer.step()                              p -= lr * (AdamW's update), in place
+        optimizer.zero_grad()                         clear p.grad for the next step
+
+    ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss (checked before
+    its backward) or gradient norm (checked before the update) raises ``TrainingDiverged`` and
+    leaves the parameters as they were.
+
+    >>> import numpy as np, tinyllm as tl
+    >>> from tinyllm.models import ModelConfig, Transformer
+    >>> _ = tl.set_backend("numpy", seed=0)
+    >>> model = Transformer(ModelConfig(vocab_size=16, dim=8, n_layers=1, n_heads=2, max_seq_len=8))
+    >>> optimizer = tl.optim.AdamW(model.parameters(), lr=1e-2)
+    >>> x = np.arange(8).reshape(1, 8); y = x + 1    # (B, T) = (1, 8): predict the next number
+    >>> loss, norm = train_step(model, optimizer, lambda: (x, y), lr=1e-2)
+    >>> round(loss, 1)                                # about ln(16) = 2.77 before any learning
+    2.8
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    step_loss = 0.0
+    for _ in range(grad_accum_steps):
+        x, y = get_batch()  # (B, T) each
+        _, loss = model(x, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
+        (loss * (1.0 / grad_accum_steps)).backward()  # the mean over all micro-batches
+        step_loss += loss_value / grad_accum_steps
+    grad_norm = clip_grad_norm_(model.parameters(), grad_clip or math.inf)  # inf: measure, never clip
+    if not math.isfinite(grad_norm):
+        raise TrainingDiverged(f"the gradient norm became {grad_norm}", "gradient norm", grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    return step_loss, grad_norm
 
 
 def evaluate(
@@ -226,24 +288,14 @@ def train(
             # -- one optimizer step -------------------------------------------------------------
             step_start = time.perf_counter()
             lr = get_lr(step, config.lr, config.warmup_steps, config.max_steps, config.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = 0.0
-            for _ in range(config.grad_accum_steps):
-                x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
-                _, loss = model(x, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    message = _diverged_message("training loss", loss_value, step, out_dir, last_saved_step, lr)
-                    raise TrainingDiverged(message)
-                (loss * (1.0 / config.grad_accum_steps)).backward()  # the mean over all micro-batches
-                step_loss += loss_value / config.grad_accum_steps
-            grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)  # inf: measure, never clip
-            if not math.isfinite(grad_norm):
-                message = _diverged_message("gradient norm", grad_norm, step, out_dir, last_saved_step, lr)
-                raise TrainingDiverged(message)
-            optimizer.step()
-            optimizer.zero_grad()
+            try:
+                step_loss, grad_norm = train_step(
+                    model, optimizer, lambda: data.get_batch("train", config.batch_size, config.block_size),
+                    lr, config.grad_accum_steps, config.grad_clip,
+                )
+            except TrainingDiverged as error:  # add where the run stands and what to do
+                message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr)
+                raise TrainingDiverged(message, error.what, error.value) from None
             step += 1
             backend.synchronize()  # GPU work is queued: wait for it before reading the clock
             train_seconds += time.perf_counter() - step_start
