@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['tokens_per_second']:,.0f} tokens/s")
     print(f"checkpoints: {args.out_dir / 'last'} and {args.out_dir / 'best'}; log: {args.out_dir / 'log.jsonl'}"
           + (f", plot: {args.out_dir / 'loss.png'}" if (args.out_dir / "loss.png").exists() else
-             " (pip install 'tinyllm[plot]' for a loss plot)"))
+             " (for a loss plot: pip install 'tinyllm[plot]', then python -m tinyllm.plot "
+             f"{args.out_dir / 'log.jsonl'})"))
     if args.sample_tokens > 0:
         print_sample(model, load_tokenizer(tokenizer_path), args.sample_tokens, seed)
     return 0
