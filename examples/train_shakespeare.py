@@ -340,14 +340,16 @@ def main(argv: list[str] | None = None) -> int:
           + (f", resuming at step {checkpoint.train_state['step']}" if checkpoint else ""))
 
     # -- train -----------------------------------------------------------------------------------------------
-    if args.overwrite:
-        for name in ("last", "best", "log.jsonl", "loss.png"):
+    if args.overwrite:  # the user chose to replace the run: remove it whole, so no old best/ outlives it
+        removed = [name for name in ("last", "best", "log.jsonl", "loss.png") if (args.out_dir / name).exists()]
+        for name in removed:
             path = args.out_dir / name
             if path.is_dir():
                 shutil.rmtree(path)
-            elif path.exists():
+            else:
                 path.unlink()
-        print(f"note: --overwrite: removed the previous run's checkpoints and log from {args.out_dir}")
+        if removed:
+            print(f"note: --overwrite: removed the previous run's {', '.join(removed)} from {args.out_dir}")
     try:
         result = train(model, data, train_config, checkpoint=checkpoint)
     except TrainingDiverged as error:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -96,13 +95,3 @@ def check_out_dir(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> 
             f"Pass --resume to continue it, --overwrite to replace it, or another --out-dir"
         )
 
-
-def command_line(argv: Sequence[str], add: Sequence[str] = (), drop: Sequence[str] = ()) -> str:
-    """The command that was run, as one could type it again, with flags dropped and added.
-
-    >>> command_line(["examples/train.py", "--data", "my text.txt", "--overwrite"], add=["--resume"], drop=["--overwrite"])
-    "python examples/train.py --data 'my text.txt' --resume"
-    """
-    words = [word for word in argv if word not in drop]
-    words += [word for word in add if word not in words]
-    return shlex.join(["python", *words])
