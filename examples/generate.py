@@ -68,10 +68,7 @@ def load_model(path: Path, max_seq_len: int | None = None, keep_quantized: bool 
         from tinyllm.checkpoint import load_checkpoint  # written by examples/train_shakespeare.py
 
         checkpoint = load_checkpoint(path, load_optimizer=False)
-        model = checkpoint.build_model()
-        if max_seq_len is not None:  # shorten the context as load_pretrained does (the RoPE table keeps its rows)
-            model.config.max_seq_len = min(model.config.max_seq_len, max_seq_len)
-        return model, checkpoint.load_tokenizer()
+        return checkpoint.build_model(), checkpoint.load_tokenizer()
     if path.is_dir() and (path / "quantized.json").exists():
         from tinyllm.quant.checkpoint import load_quantized  # written by save_quantized
 
@@ -291,9 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     path = args.model if args.model is not None else default_model_path()
     start = time.perf_counter()
     model, tokenizer = load_model(path, args.max_seq_len, keep_quantized=args.keep_quantized)
-    if args.max_seq_len is not None and args.max_seq_len > model.config.max_seq_len:
-        raise UsageError(f"--max-seq-len {args.max_seq_len} is longer than the model's context, "
-                         f"{model.config.max_seq_len} tokens: pass at most that")
+    if args.max_seq_len is not None:  # every kind of model: a checkpoint, a quantized directory, a pretrained file
+        if args.max_seq_len > model.config.max_seq_len:
+            raise UsageError(f"--max-seq-len {args.max_seq_len} is longer than the model's context, "
+                             f"{model.config.max_seq_len} tokens: pass at most that")
+        model.config.max_seq_len = args.max_seq_len  # generation and the KV cache stop there (RoPE keeps its rows)
     if args.quantize:
         tl.quantize(model, args.quantize, group_size=args.group_size or None, include_embeddings=True)
     print(f"[loaded {path} in {time.perf_counter() - start:.1f} s: {count_parameters(model.config):,} parameters in "
