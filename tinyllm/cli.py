@@ -38,10 +38,10 @@ class UsageError(Exception):
 
 
 # The errors a user can act on. ValueError covers the library's checks of values and files
-# (CheckpointError, WeightMismatchError, ...); OSError covers missing files and full disks.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError, ValueError, TypeError, OSError, NotImplementedError, BackendUnavailableError
-)
+# (CheckpointError, WeightMismatchError, ...); OSError covers missing files and full disks;
+# NotImplementedError an unsupported model format. Others (TypeError, KeyError, ...) are bugs.
+USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, OSError, NotImplementedError,
+                                                BackendUnavailableError)
 
 
 class ArgumentParser(argparse.ArgumentParser):
