@@ -13,12 +13,11 @@
 
 ``step`` counts optimizer steps done; ``time`` is seconds since the logger was created.
 The plot needs matplotlib (``pip install "tinyllm[plot]"``); without it, ``plot`` returns None
-and everything else works.
+and everything else works. ``python -m tinyllm.plot out/shakespeare/log.jsonl`` draws any run's log afterwards.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -63,36 +62,20 @@ class TrainingLogger:
     @staticmethod
     def can_plot() -> bool:
         """True when matplotlib can be imported."""
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        from .plot import can_plot  # imported when used: `python -m tinyllm.plot` must not find it loaded already
+
+        return can_plot()
 
     def plot(self) -> Path | None:
-        """Draw train loss and val loss against step into ``loss.png``; None when matplotlib is missing."""
+        """Draw train loss and val loss against step into ``loss.png``; None when matplotlib is missing.
+
+        A finished run's log can be drawn again at any time: ``python -m tinyllm.plot out_dir/log.jsonl``.
+        """
+        from .plot import draw_loss_plot
+
         if not self.can_plot():
             return None
-        # The object-oriented API (Figure + savefig) draws off-screen without pyplot's global state,
-        # so it works on a machine without a display and does not change the user's backend.
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(7, 4), dpi=100)
-        axes = figure.add_subplot()
-        for kind, key, label in (("train", "loss", "train loss"), ("eval", "val_loss", "val loss")):
-            points = [(r["step"], r[key]) for r in self.records if r["kind"] == kind and r.get(key) is not None]
-            if points:
-                steps, values = zip(*points)
-                axes.plot(steps, values, label=label, marker="o" if kind == "eval" else None, markersize=3)
-        axes.set_xlabel("step")
-        axes.set_ylabel("cross-entropy (nats per token)")
-        axes.set_title(self.out_dir.name)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        atomic_write(self.plot_path, buffer.getvalue())
-        return self.plot_path
+        return draw_loss_plot(self.records, self.plot_path, title=self.out_dir.name)
 
 
 def _json_number(value: Any) -> Any:

@@ -89,8 +89,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("TrainConfig.warmup_steps, grad_clip and weight_decay must not be negative")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "eps"):  # NaN fails every comparison: test it first
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if len(self.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1) (e.g. (0.9, 0.95)), got {self.betas!r}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
 
@@ -238,7 +244,7 @@ def train(
         backend.seed(config.seed)  # the stream that draws batches and dropout masks
     else:
         restore(checkpoint, model, optimizer)
-        state = checkpoint.train_state
+        state = checkpoint.training_state()  # CheckpointError if it holds no step to resume from
         step, metrics = state["step"], state.get("metrics", {})
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
         _restore_rng_state(state)
@@ -250,6 +256,9 @@ def train(
     window_start, window_losses, tokens_per_second = time.perf_counter(), [], 0.0
     train_seconds = 0.0  # time spent in optimizer steps, for the run's average tokens/s
     model.train()
+    # A diverging run overflows to inf and NaN inside the forward and backward, and NumPy warns at each
+    # overflow; we check the loss and the gradient norm ourselves and stop with one clear message.
+    numpy_errors = np.seterr(over="ignore", invalid="ignore", divide="ignore")
 
     try:
         while True:
@@ -260,7 +269,8 @@ def train(
                 metrics = {f"val_{name}": value for name, value in scores.items()}
                 logger.log("eval", step, **metrics)
                 if not math.isfinite(metrics["val_loss"]):
-                    message = _diverged_message("val loss", metrics["val_loss"], step, out_dir, last_saved_step)
+                    loss = metrics["val_loss"]
+                    message = _diverged_message("val loss", loss, step, out_dir, last_saved_step, None, config)
                     raise TrainingDiverged(message)
                 improved = metrics["val_loss"] < best_val_loss
                 best_val_loss = min(best_val_loss, metrics["val_loss"])
@@ -294,7 +304,7 @@ def train(
                     lr, config.grad_accum_steps, config.grad_clip,
                 )
             except TrainingDiverged as error:  # add where the run stands and what to do
-                message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr)
+                message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr, config)
                 raise TrainingDiverged(message, error.what, error.value) from None
             step += 1
             backend.synchronize()  # GPU work is queued: wait for it before reading the clock
@@ -313,6 +323,7 @@ def train(
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
     finally:
         bar.close()
+        np.seterr(**numpy_errors)
     average = (step - start_step) * tokens_per_step / train_seconds if train_seconds else 0.0
     return {"step": step, **metrics, "best_val_loss": best_val_loss, "tokens_per_second": average}
 
@@ -348,16 +359,30 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def _diverged_message(
-    what: str, value: float, step: int, out_dir: Path, last_saved_step: int | None, lr: float | None = None
+    what: str,
+    value: float,
+    step: int,
+    out_dir: Path,
+    last_saved_step: int | None,
+    lr: float | None = None,
+    config: TrainConfig | None = None,
 ) -> str:
+    """Say what diverged, what was kept, and what to change: advice that fits the run's own settings."""
     at_lr = f" (learning rate {lr:.3g})" if lr is not None else ""
     kept = (
         f"The last good checkpoint, from step {last_saved_step}, is untouched in {out_dir / 'last'}."
         if last_saved_step is not None
         else "No checkpoint was saved before this."
     )
+    config = config or TrainConfig()
+    advice = [f"Lower the learning rate (--lr {config.lr / 3:.2g} instead of {config.lr:.2g})"]
+    if config.warmup_steps < 0.05 * config.max_steps:
+        advice.append(f"lengthen the warmup (--warmup-steps {max(10, int(0.05 * config.max_steps))} instead of "
+                      f"{config.warmup_steps})")
+    if config.grad_clip == 0 or config.grad_clip > 1.0:
+        now = "off" if config.grad_clip == 0 else f"{config.grad_clip:g}"
+        advice.append(f"clip gradients (--grad-clip 1.0; it is {now})")
     return (
         f"the {what} became {value} at step {step}{at_lr}: training diverged and was stopped. {kept} "
-        f"Lower the learning rate (--lr), lengthen the warmup (--warmup-steps) or clip gradients "
-        f"(--grad-clip 1.0), then train again."
+        f"{', '.join(advice[:-1]) + ' or ' + advice[-1] if len(advice) > 1 else advice[0]}, then train again."
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,12 @@ class ModelConfig:
         for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # also false for NaN
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.rope_theta <= 0 or self.norm_eps <= 0:
-            raise ValueError("rope_theta and norm_eps must be positive")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):  # NaN fails every comparison, so test finiteness first
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
     # -- serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

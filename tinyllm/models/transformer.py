@@ -96,6 +96,8 @@ class Transformer(Module):
         if idx.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, got {idx.dtype}")
         B, T = idx.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"token ids of shape {idx.shape} hold no tokens: the model needs at least one per row")
         start = cache.length if cache is not None else 0
         if start + T > c.max_seq_len:
             raise ValueError(
