@@ -26,13 +26,15 @@ from tinyllm.train import TrainConfig, train
 
 
 def check_collectives(out: Path) -> None:
-    """Rank r's gradients are r + 1 (float32, float16, float64); one parameter has a gradient on rank 1 only,
-    one on no rank. Tiny buckets force several collectives. Rank 0 saves what came back."""
+    """Rank r's gradients are r + 1 + i / 4 (float32, float64); the float16 ones are 60000 and 60064, whose
+    sum overflows float16 (largest 65504) but not the float32 it is reduced in; one parameter has a
+    gradient on rank 1 only, one on no rank. Tiny buckets force several collectives. Rank 0 saves the results."""
     shapes = [(3, 4), (5,), (7,), (2, 2), (6,), (1,)]
     dtypes = [np.float32, np.float32, np.float16, np.float64, np.float32, np.float32]
     params = [tl.Tensor(np.zeros(s, d), requires_grad=True) for s, d in zip(shapes, dtypes)]
     for i, p in enumerate(params[:4]):
         p.grad = np.full(p.shape, dist.rank() + 1.0 + 0.25 * i, dtype=p.dtype)
+    params[2].grad[:] = 60000 + 64 * dist.rank()
     if dist.rank() == 1:
         params[4].grad = np.full(params[4].shape, 4.0, dtype=np.float32)
     dist.all_reduce_gradients(params, bucket_bytes=48)  # at most 12 float32 per bucket
@@ -69,7 +71,7 @@ def main() -> None:
     data = prepare_tokens(job["text"], job["tokenizer"], job["cache"])  # the test built the cache: read only
     for run in job["runs"]:
         tl.set_backend("numpy", seed=run.get("model_seed", 0))
-        model = Transformer(ModelConfig(**job["model"]))
+        model = Transformer(ModelConfig(**(job["model"] | run.get("model", {}))))
         checkpoint = load_checkpoint(out / run["resume_from"]) if run.get("resume_from") else None
         config = TrainConfig(**(job["train"] | {"out_dir": str(out / run["name"] / f"rank{dist.rank()}")}))
         if job.get("fail") == "in_training" and dist.rank() == 1:
