@@ -350,3 +350,13 @@ def test_the_nccl_communicator_calls_cupyx_distributed_as_documented(monkeypatch
     assert calls == [("init", 2, 1, "node0", 29500, False), ("all_reduce", True, "sum"), ("broadcast", 0), ("barrier",)]
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")  # under torchrun, torch's store holds MASTER_PORT
     assert communicator.rendezvous_port(dist.Launch("env", 1, 2, 1, "node0", 29500)) == 29501
+
+
+def test_a_launcher_of_another_mpi_than_mpi4py_is_a_clear_error():
+    # Open MPI's variables, but mpi4py loads MPICH: MPI starts this process as a world of one.
+    env = plain_env() | {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}
+    program = "import tinyllm.distributed as dist; dist.init()"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode != 0
+    assert "the launcher started 2 processes, but MPI in this process sees a world of 1" in result.stderr
+    assert "mpi4py is linked to a different MPI" in result.stderr

@@ -7,6 +7,7 @@ One optimizer step (nanoGPT's ``train.py`` is the model for this loop)::
         x, y = data.get_batch("train", B, T)         (B, T) token ids, y = x shifted by one
         loss = cross-entropy(model(x), y)            mean over the B*T predictions
         (loss / grad_accum_steps).backward()         gradients add up over the micro-batches
+    all_reduce_gradients(parameters)                 several ranks: the mean over them (else nothing)
     clip_grad_norm_(parameters, grad_clip)           rescale so the global gradient norm <= grad_clip
     optimizer.step(); optimizer.zero_grad()          AdamW, weight decay on matrices only
 
@@ -16,8 +17,9 @@ the val loss improved. A loss or gradient norm that is NaN or infinite stops tra
 ``TrainingDiverged``, leaving the last good checkpoint as it was.
 
 Resuming is exact: a checkpoint holds the parameters, AdamW's moments and step count, and the
-state of the backend's random generator (which draws both the batches and the dropout masks),
-so on the NumPy backend N steps + resume + M steps give the same parameters as N + M steps.
+state of the backend's random generator (which draws the batches; the dropout masks of
+micro-batch i of step s come from a generator seeded by (seed, s, i)), so on the NumPy backend
+N steps + resume + M steps give the same parameters as N + M steps.
 
 Started by a launcher (``mpiexec -n N python ...``), the same loop trains data-parallel
 (``tinyllm.distributed``): a step's global batch is N x grad_accum_steps micro-batches, rank r
