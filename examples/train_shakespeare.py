@@ -6,6 +6,7 @@
     python examples/train_shakespeare.py --data my.txt --out-dir out/mine   # any UTF-8 text file
     python examples/train_shakespeare.py --preset gpu --backend cupy    # nanoGPT's scale, ~10M parameters
     python examples/train_shakespeare.py --preset tiny    # a smoke run of a few seconds
+    mpiexec -n 2 python examples/train_shakespeare.py     # data-parallel on 2 processes (pip install "tinyllm[mpi]")
 
 Steps, each in the library module named:
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import tinyllm as tl
+import tinyllm.distributed as dist
 from tinyllm.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, check_out_dir, run_main
 from tinyllm.data import TokenDataset, prepare_tokens, train_tokenizer_cached
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     except tl.BackendUnavailableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not dist.is_main_process():  # under mpiexec: rank 0 alone prints (errors still come from any rank)
+        sys.stdout = open(os.devnull, "w")
     text_path = find_text(args.data)
     cache_dir = args.out_dir / "cache"
 
@@ -303,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         saved = {**checkpoint.train_config, "out_dir": str(args.out_dir), "progress": not args.no_progress}
         if args.max_steps is not None:
             saved["max_steps"] = args.max_steps
+        try:  # the same global batch on another number of ranks: grad_accum_steps is per rank
+            saved["grad_accum_steps"] = dist.resumed_grad_accum_steps(
+                saved.get("grad_accum_steps", 1), checkpoint.train_state.get("world_size", 1))
+        except ValueError as error:
+            print(f"error: cannot resume: {error}", file=sys.stderr)
+            return 1
         train_config = TrainConfig.from_dict(saved)
         tokenizer_path = checkpoint.tokenizer_path
     else:
@@ -310,10 +320,12 @@ def main(argv: list[str] | None = None) -> int:
             {k: settings[k] for k in TRAIN_KEYS if settings[k] is not None}
             | {"out_dir": str(args.out_dir), "progress": not args.no_progress}
         )
-        tokenizer_path = train_tokenizer_cached(text_path, settings["vocab_size"], cache_dir)
+        with dist.main_process_first():  # rank 0 trains the tokenizer; the others then read it
+            tokenizer_path = train_tokenizer_cached(text_path, settings["vocab_size"], cache_dir)
 
     # -- data ----------------------------------------------------------------------------------------------
-    data = prepare_tokens(text_path, tokenizer_path, cache_dir)
+    with dist.main_process_first():  # rank 0 writes the token files; the others then map them
+        data = prepare_tokens(text_path, tokenizer_path, cache_dir)
     print(f"data: {text_path} -> {len(data.train):,} train and {len(data.val):,} val tokens "
           f"({data.chars_per_token:.2f} characters per token); a unigram model scores {unigram_loss(data):.3f} on val")
 
@@ -337,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
           f"activations {memory['activations'] / 2**20:.1f} MiB")
     print(f"training: {train_config.max_steps} steps of {train_config.batch_size} x {train_config.block_size} tokens"
           + (f" x {train_config.grad_accum_steps}" if train_config.grad_accum_steps > 1 else "")
+          + (f" x {dist.world_size()} ranks" if dist.world_size() > 1 else "")
           + (f", resuming at step {checkpoint.train_state['step']}" if checkpoint else ""))
 
     # -- train -----------------------------------------------------------------------------------------------
@@ -368,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f", plot: {args.out_dir / 'loss.png'}" if (args.out_dir / "loss.png").exists() else
              " (for a loss plot: pip install 'tinyllm[plot]', then python -m tinyllm.plot "
              f"{args.out_dir / 'log.jsonl'})"))
-    if args.sample_tokens > 0:
+    if args.sample_tokens > 0 and dist.is_main_process():
         print_sample(model, load_tokenizer(tokenizer_path), args.sample_tokens, seed)
     return 0
 

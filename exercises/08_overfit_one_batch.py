@@ -34,7 +34,7 @@ def library_solution() -> Any:
 
     def overfit(model: Any, x: Any, y: Any, steps: int, lr: float) -> list[float]:
         optimizer = AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        return [train_step(model, optimizer, lambda: (x, y), lr)[0] for _ in range(steps)]
+        return [train_step(model, optimizer, [(x, y)], lr)[0] for _ in range(steps)]
 
     return overfit
 

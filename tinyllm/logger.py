@@ -35,14 +35,21 @@ class TrainingLogger:
     kept (so the plot shows the whole run) and later ones, written after that checkpoint by
     the run that stopped, are dropped: the resumed run will log those steps again. Without
     ``resume_step`` an existing log is replaced.
+
+    ``enabled=False``: keep the records in memory but touch no file (the ranks other than 0 of
+    a distributed run, where rank 0 alone writes).
     """
 
-    def __init__(self, out_dir: str | os.PathLike, resume_step: int | None = None) -> None:
+    def __init__(self, out_dir: str | os.PathLike, resume_step: int | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "log.jsonl"
         self.plot_path = self.out_dir / "loss.png"
         self.records: list[dict[str, Any]] = []
+        self._start = time.perf_counter()
+        if not enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             with open(self.path, encoding="utf-8") as f:
                 self.records = [r for r in map(json.loads, f) if r["step"] <= resume_step]
@@ -55,6 +62,8 @@ class TrainingLogger:
         record = {"kind": kind, "step": int(step), "time": round(time.perf_counter() - self._start, 3)}
         record.update({k: _json_number(v) for k, v in metrics.items()})
         self.records.append(record)
+        if not self.enabled:
+            return record
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         return record
@@ -73,7 +82,7 @@ class TrainingLogger:
         """
         from .plot import draw_loss_plot
 
-        if not self.can_plot():
+        if not self.enabled or not self.can_plot():
             return None
         return draw_loss_plot(self.records, self.plot_path, title=self.out_dir.name)
 
