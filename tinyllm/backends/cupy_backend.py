@@ -36,11 +36,25 @@ def _import_cupy() -> Any:
     return cupy
 
 
+def _use_this_ranks_gpu(cupy: Any) -> None:
+    """Under a launcher (mpiexec, torchrun), rank k of a machine uses GPU k (k modulo the GPUs it can see).
+
+    It must happen before the first array is made: arrays, and an NCCL communicator, belong to the
+    device that was current when they were created.
+    """
+    from ..distributed.launcher import detect_launch  # here, not at the top: tinyllm.distributed imports backends
+
+    launch = detect_launch()
+    if launch.distributed:
+        cupy.cuda.Device(launch.local_rank % cupy.cuda.runtime.getDeviceCount()).use()
+
+
 class CupyBackend(Backend):
     name = "cupy"
 
     def __init__(self, seed: int | None = None) -> None:
         self.xp = _import_cupy()
+        _use_this_ranks_gpu(self.xp)
         import cupyx
 
         self._cupyx = cupyx

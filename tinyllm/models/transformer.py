@@ -105,6 +105,8 @@ class Transformer(Module):
         if idx.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, got {idx.dtype}")
         B, T = idx.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"token ids of shape {idx.shape} hold no tokens: the model needs at least one per row")
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"the KV cache has {cache.batch_size} rows but the token ids {B}; use model.new_cache({B})")
         start = int(cache.lengths.max(initial=0)) if cache is not None else 0

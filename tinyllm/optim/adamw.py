@@ -30,8 +30,12 @@ class AdamW(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ) -> None:
-        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            if not (math.isfinite(value) and value >= 0):  # NaN fails every comparison: test finiteness first
+                raise ValueError(f"AdamW {name} must be a finite number >= 0, got {value!r}")
+        for i, beta in enumerate(betas):
+            if not 0 <= beta < 1:  # also false for NaN
+                raise ValueError(f"AdamW betas[{i}] must be in [0, 1), got {beta!r}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
     def step(self) -> None:

@@ -12,6 +12,10 @@ Memory: forward keeps only the per-row logsumexp (N values), not the (N, V)
 probabilities; backward recomputes softmax(x) = exp(x - lse) from the logits,
 which are alive anyway as this op's input. So at most one extra (N, V) array
 exists at a time, and only while backward runs.
+
+Read the plain version first: ``tinyllm.nn.reference.cross_entropy`` (log-softmax, then pick
+the target with a one-hot product). Why the gradient is softmax minus one-hot:
+docs/backprop.md#cross-entropy.
 """
 
 from __future__ import annotations

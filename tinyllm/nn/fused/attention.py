@@ -4,6 +4,17 @@ Shapes: q (B, H, T, D) for H query heads; k, v (B, Hkv, S, D) for Hkv key/value
 heads, where Hkv divides H (MHA: Hkv = H; MQA: Hkv = 1). Query head h reads
 key/value head h // G, with G = H / Hkv (as Hugging Face's ``repeat_kv``).
 
+Read the plain version first: ``tinyllm.nn.reference.attention`` (repeat k/v, scores, mask,
+softmax, times v, in five obvious lines). The backward is derived in docs/backprop.md#attention.
+This op computes the same thing with these optimisations:
+
+- GQA groups folded into rows: no repeated copy of k and v (below);
+- the offset causal mask: one (T, S) additive mask shifted by S - T for a KV cache, broadcast
+  over batch, heads and groups;
+- in-place softmax: the scores buffer becomes the probabilities, no second (G*T, S) array;
+- the moved scale: 1/sqrt(D) multiplies q (T*D values) and dq/dk, not the (T, S) scores;
+- rowsum(dP * P) = rowsum(dout * out): the softmax backward's row sum from (T, D) arrays.
+
 GQA without copies: the G query heads that share a key/value head are folded
 into the rows, q -> (B, Hkv, G*T, D), so one batched matmul against the
 unrepeated k (B, Hkv, S, D) serves them all, in forward and backward alike.

@@ -10,6 +10,10 @@ Backward, with xhat = x * r and g = dy * w:
     dx = r * (g - xhat * mean(g * xhat))
 
 (the second term is the part of g along xhat, which normalisation removes).
+
+Read the plain version first: ``tinyllm.nn.reference.rms_norm`` (one line of primitive ops).
+The backward is derived in docs/backprop.md#rmsnorm. The fused op saves only xhat and r
+(not the four intermediate arrays the primitive ops would) and runs one backward.
 """
 
 from __future__ import annotations

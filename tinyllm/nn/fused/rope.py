@@ -15,6 +15,11 @@ D features, feature i is paired with feature i + D/2 (x1 = x[..., :D/2],
 x2 = x[..., D/2:]). Meta's original LLaMA and GGUF files use the "interleaved"
 convention, pairing features 2i and 2i+1; see ``RotaryEmbedding`` for the
 permutation that converts weights from one to the other.
+
+Read the plain version first: ``tinyllm.nn.reference.rope`` (slice, rotate, concatenate).
+The backward and why the rotated score depends only on m - n: docs/backprop.md#rope. The
+fused op writes both halves into one output buffer instead of two products and a concatenate,
+and saves nothing but the cos/sin tables.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ With s = sigmoid(a):
     y  = a * s * b
     da = dy * b * s * (1 + a * (1 - s))     (d/da of a*s is s + a*s*(1-s))
     db = dy * a * s
+
+Read the plain version first: ``tinyllm.nn.reference.swiglu`` (a * sigmoid(a) * b). The
+derivation is in docs/backprop.md#swiglu. The fused op saves only a, b and s, computes
+sigmoid through tanh (no overflow), and builds da in place in one buffer.
 """
 
 from __future__ import annotations
@@ -32,14 +36,14 @@ class SwiGLUFunction(Function):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b, s = self.saved
-        silu = a * s
-        gb = gy * silu
-        # ga = gy * b * (s + silu * (1 - s)), built in place in the silu buffer
-        silu *= 1.0 - s
-        silu += s
-        silu *= b
-        silu *= gy
-        return silu, gb
+        ga = a * s  # silu(a) for now: the buffer becomes da below, saving one (..., hidden) array
+        gb = gy * ga  # db = dy * silu(a)
+        # da = dy * b * d silu(a)/da, with d silu(a)/da = s + a s (1 - s), built in place:
+        ga *= 1.0 - s  # a s (1 - s)
+        ga += s  # s + a s (1 - s)
+        ga *= b
+        ga *= gy
+        return ga, gb
 
 
 def swiglu(a: Any, b: Any) -> Any:
