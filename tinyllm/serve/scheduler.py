@@ -178,7 +178,12 @@ class Scheduler:
             r = len(self.active)
             self.cache.lengths[r] = 0
             ids = Tensor(backend.asarray(np.array([request.prompt_ids], dtype=np.int64)))  # (1, T)
-            logits, _ = self.model(ids, cache=self.cache.rows(r, r + 1), last_only=True)  # (1, 1, V)
+            try:
+                logits, _ = self.model(ids, cache=self.cache.rows(r, r + 1), last_only=True)  # (1, 1, V)
+            except Exception as error:  # this prompt's fault (the web server checks ids first): fail it alone
+                self.cache.lengths[r] = 0
+                request.emit(("error", f"{type(error).__name__}: {error}"))
+                continue
             self.active.append(request)
             if self._take(request, backend.to_host(logits.data[0, -1])):
                 self._remove(r)
