@@ -79,7 +79,7 @@ def test_stop_ids_one_token_cancel_and_seeds() -> None:
         assert single.tokens == greedy[:1] and single.end == ("done", "length")
         assert sampled.tokens == list(generate(model, [2, 7], 8, temperature=1.0, seed=5))
         assert wait_idle(scheduler)
-        assert cancelled.tokens == [] or len(cancelled.tokens) < 30
+        assert len(cancelled.tokens) < 30 and cancelled.end is None  # dropped: no "done" event, its row freed
     finally:
         scheduler.stop()
 
