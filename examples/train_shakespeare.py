@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import tinyllm as tl
+from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import CheckpointError, load_checkpoint
 from tinyllm.data import TokenDataset, prepare_tokens, train_tokenizer_cached
 from tinyllm.models import ModelConfig, Transformer
@@ -83,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                         help="cpu (default): a few minutes on a laptop CPU; gpu: nanoGPT's scale, for --backend cupy; "
                         "tiny: a smoke run of seconds")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
-                        help="array backend (default: numpy; cupy needs CuPy and an NVIDIA GPU)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="array backend (default: $TINYLLM_BACKEND, else numpy; cupy needs CuPy and an NVIDIA GPU)")
     parser.add_argument("--data", type=Path, metavar="PATH",
                         help="the text file to train on (default: ../shared/data or data/tinyshakespeare.txt, "
                         "downloaded there if missing)")
@@ -191,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         settings[key] = getattr(args, key) if getattr(args, key) is not None else PRESETS[args.preset].get(key)
     seed = settings["seed"] if settings["seed"] is not None else TrainConfig.seed
     try:
-        tl.set_backend(args.backend, seed=seed)  # the seed also fixes the initial weights
-    except tl.BackendUnavailableError as error:
+        tl.set_backend(backend_name_from_environment(args.backend), seed=seed)  # the seed also fixes the weights
+    except (ValueError, tl.BackendUnavailableError) as error:  # a bad TINYLLM_BACKEND, or no CuPy / GPU
         print(f"error: {error}", file=sys.stderr)
         return 2
     text_path = find_text(args.data)
