@@ -15,9 +15,12 @@ bits per character, next-token accuracy), save ``out_dir/last``, and ``out_dir/b
 the val loss improved. A loss or gradient norm that is NaN or infinite stops training with
 ``TrainingDiverged``, leaving the last good checkpoint as it was.
 
-Resuming is exact: a checkpoint holds the parameters, AdamW's moments and step count, and the
-state of the backend's random generator (which draws both the batches and the dropout masks),
-so on the NumPy backend N steps + resume + M steps give the same parameters as N + M steps.
+Resuming is exact, on NumPy and on CuPy alike: a checkpoint holds the parameters, AdamW's moments
+and step count, and the state of the host (NumPy) generator that draws the batch offsets. The
+device's random numbers (dropout masks) are not saved, because CuPy cannot export its generator's
+state: the device generator is re-seeded at the start of every step from ``step_seed(seed, step)``,
+so step k draws the same masks whether or not the run stopped before it. Hence N steps + resume
++ M steps give the same parameters as N + M steps.
 
     config = TrainConfig(max_steps=600, out_dir="out/shakespeare")
     model = Transformer(ModelConfig(vocab_size=512))
@@ -173,13 +176,13 @@ def train(
     # -- a new run, or the continuation of a saved one ------------------------------------------
     if checkpoint is None:
         step, best_val_loss, metrics = 0, math.inf, {}
-        backend.seed(config.seed)  # the stream that draws batches and dropout masks
+        batch_rng = np.random.default_rng(config.seed)  # on the host: draws the batch offsets
     else:
         restore(checkpoint, model, optimizer)
         state = checkpoint.train_state
         step, metrics = state["step"], state.get("metrics", {})
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
-        _restore_rng_state(state)
+        batch_rng = _restore_batch_rng(state, config.seed)
     start_step, last_saved_step = step, (step if checkpoint else None)
     end_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
     logger = TrainingLogger(out_dir, resume_step=step if checkpoint else None)
@@ -205,7 +208,7 @@ def train(
                 save = {
                     "model": model,
                     "optimizer": optimizer,
-                    "train_state": _train_state(step, best_val_loss, metrics, data),
+                    "train_state": _train_state(step, best_val_loss, metrics, data, batch_rng),
                     "train_config": config.to_dict(),
                     "tokenizer_path": data.tokenizer_path,
                 }
@@ -229,14 +232,15 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_loss = 0.0
+            backend.seed(step_seed(config.seed, step))  # this step's dropout masks, whatever came before
             for _ in range(config.grad_accum_steps):
-                x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
+                x, y = data.get_batch("train", config.batch_size, config.block_size, rng=batch_rng)  # (B, T) each
                 _, loss = model(x, y)
-                loss_value = loss.item()
+                (loss * (1.0 / config.grad_accum_steps)).backward()  # the mean over all micro-batches
+                loss_value = loss.item()  # read after backward is queued: the GPU is not left idle waiting for us
                 if not math.isfinite(loss_value):
                     message = _diverged_message("training loss", loss_value, step, out_dir, last_saved_step, lr)
                     raise TrainingDiverged(message)
-                (loss * (1.0 / config.grad_accum_steps)).backward()  # the mean over all micro-batches
                 step_loss += loss_value / config.grad_accum_steps
             grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)  # inf: measure, never clip
             if not math.isfinite(grad_norm):
@@ -265,34 +269,45 @@ def train(
     return {"step": step, **metrics, "best_val_loss": best_val_loss, "tokens_per_second": average}
 
 
-def _train_state(step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset) -> dict[str, Any]:
+def step_seed(seed: int, step: int) -> int:
+    """The seed of the device's random numbers (dropout masks) in optimizer step ``step`` of a run seeded ``seed``.
+
+    A hash of the pair (NumPy's ``SeedSequence``), so nearby steps get unrelated streams, and a
+    resumed run re-creates any step's masks from two integers:
+
+    >>> step_seed(1337, 5) == step_seed(1337, 5) != step_seed(1337, 6)
+    True
+    """
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def _train_state(
+    step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset, batch_rng: np.random.Generator
+) -> dict[str, Any]:
     """What a checkpoint needs beyond the tensors to continue exactly where this run is."""
-    backend = get_backend()
-    try:
-        rng_state = backend.get_rng_state()
-    except NotImplementedError:  # some CuPy versions cannot export their generator
-        rng_state = None
     return {
         "step": step,
         "best_val_loss": best_val_loss if math.isfinite(best_val_loss) else None,
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
-        "backend": backend.name,
-        "rng_state": rng_state,
+        "backend": get_backend().name,
+        "batch_rng_state": batch_rng.bit_generator.state,  # JSON-friendly: {"bit_generator": "PCG64", ...}
         "val_chars_per_token": data.chars_per_token,
         "text_sha256": data.text_sha256,
     }
 
 
-def _restore_rng_state(state: dict[str, Any]) -> None:
-    backend = get_backend()
-    if state.get("rng_state") is None or state.get("backend") != backend.name:
+def _restore_batch_rng(state: dict[str, Any], seed: int) -> np.random.Generator:
+    """The batch generator as the checkpoint left it (a checkpoint from before it was saved: warn, reseed)."""
+    batch_rng = np.random.default_rng(seed)
+    if state.get("batch_rng_state") is None:
         warnings.warn(
-            f"the checkpoint's random state (backend {state.get('backend')!r}) cannot be restored on the "
-            f"{backend.name!r} backend: training continues, but not bit-identically to an uninterrupted run",
+            "the checkpoint holds no state of the batch generator (it predates it): training continues, "
+            "but not bit-identically to an uninterrupted run",
             stacklevel=3,
         )
-        return
-    backend.set_rng_state(state["rng_state"])
+        return batch_rng
+    batch_rng.bit_generator.state = state["batch_rng_state"]
+    return batch_rng
 
 
 def _diverged_message(

@@ -46,16 +46,19 @@ class CupyBackend(Backend):
         self._cupyx = cupyx
         super().__init__(seed)
 
+    def make_rng(self, seed: int | None) -> Any:
+        # Philox is counter-based: seeding it costs one tiny kernel, where the default XORWOW
+        # initialises every thread's state with a slow skip-ahead. Training re-seeds every step.
+        return self.xp.random.Generator(self.xp.random.Philox4x3210(seed))
+
     def get_rng_state(self) -> dict:
-        # CuPy's Generator keeps its state on the device; we record the seed-like
-        # state by drawing it to the host through its bit generator when possible.
-        state = getattr(self.rng.bit_generator, "state", None)
-        if state is None:
-            raise NotImplementedError("this CuPy version cannot export its generator state")
-        return state
+        raise NotImplementedError(
+            "CuPy's random generators keep their state on the GPU and cannot export it; tinyllm's training "
+            "saves the host generator of the batches instead and re-seeds the GPU's at every step"
+        )
 
     def set_rng_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        raise NotImplementedError("CuPy's random generators cannot import a state (see get_rng_state)")
 
     def to_host(self, array: Any) -> Any:
         return self.xp.asnumpy(array)
