@@ -78,7 +78,7 @@ class ScaledDotProductAttention(Function):
 
         keep = None
         if self.dropout_p > 0.0:
-            keep = get_backend().rng.random(probs.shape) >= self.dropout_p  # (B, Hkv, G*T, S)
+            keep = get_backend().rng.random(probs.shape, dtype=probs.dtype) >= self.dropout_p  # (B, Hkv, G*T, S)
             dropped = probs * keep / (1.0 - self.dropout_p)
         else:
             dropped = probs
@@ -96,8 +96,9 @@ class ScaledDotProductAttention(Function):
             dropped = probs
         gv = dropped.swapaxes(-1, -2) @ gout  # (B, Hkv, S, D)
         gprobs = gout @ v.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
-        if keep is not None:
-            gprobs *= keep / (1.0 - self.dropout_p)
+        if keep is not None:  # in two steps: keep / (1 - p) alone would be a float64 array of P's size
+            gprobs *= keep
+            gprobs /= 1.0 - self.dropout_p
         # dscores = P * (dP - rowsum(dP * P)), in place in gprobs. The row sum needs no (G*T, S)
         # product: rowsum_j(dP_ij P_ij) = rowsum_j((dout_i . v_j) P_ij) = dout_i . out_i, (G*T, D) work.
         # (With dropout the same identity holds for the dropped P that made out.)
