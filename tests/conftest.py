@@ -23,6 +23,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+# Tests compare against float32 references: no TF32 matmuls on a GPU (CupyBackend reads this).
+os.environ.setdefault("TINYLLM_TF32", "0")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"

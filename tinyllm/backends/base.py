@@ -74,6 +74,11 @@ class Backend:
         """The error function, elementwise (NumPy itself has none)."""
         raise NotImplementedError
 
+    def set_tf32(self, enabled: bool) -> bool:
+        """Let float32 matmuls use TF32 tensor cores (10-bit mantissa products, float32 sums) where the
+        device has them; return whether this backend has such a switch (NumPy: no, nothing changes)."""
+        return False
+
     def synchronize(self) -> None:
         """Block until all queued work on the device has finished."""
 

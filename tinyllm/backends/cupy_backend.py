@@ -7,6 +7,7 @@ with the command that fixes it. tinyllm never falls back to NumPy silently.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import Backend
@@ -45,6 +46,7 @@ class CupyBackend(Backend):
 
         self._cupyx = cupyx
         super().__init__(seed)
+        self.set_tf32(os.environ.get("TINYLLM_TF32", "1") != "0")  # on by default; TINYLLM_TF32=0 turns it off
 
     def make_rng(self, seed: int | None) -> Any:
         # Philox is counter-based: seeding it costs one tiny kernel, where the default XORWOW
@@ -70,6 +72,17 @@ class CupyBackend(Backend):
         import cupyx.scipy.special
 
         return cupyx.scipy.special.erf(x)
+
+    def set_tf32(self, enabled: bool) -> bool:
+        # cuBLAS's compute type for float32 GEMMs, as CuPy exposes it (CuPy >= 11; the env var CUPY_TF32
+        # sets the same at import). On GPUs without TF32 (before Ampere) cuBLAS computes in float32 anyway.
+        from cupy._core import _routines_linalg as linalg
+
+        linalg.set_compute_type(
+            self.xp.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+        )
+        self.tf32 = enabled
+        return True
 
     def synchronize(self) -> None:
         self.xp.cuda.Stream.null.synchronize()
