@@ -30,6 +30,7 @@ class Backend:
 
     name: str = "base"
     xp: Any = None
+    kernels: Any = None  # fused kernels that Functions use when set (CuPy: tinyllm.backends.cuda_kernels)
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = self.make_rng(seed)

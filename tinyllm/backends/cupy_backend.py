@@ -47,6 +47,10 @@ class CupyBackend(Backend):
         self._cupyx = cupyx
         super().__init__(seed)
         self.set_tf32(os.environ.get("TINYLLM_TF32", "1") != "0")  # on by default; TINYLLM_TF32=0 turns it off
+        if os.environ.get("TINYLLM_KERNELS", "1") != "0":  # TINYLLM_KERNELS=0: the plain array code everywhere
+            from . import cuda_kernels
+
+            self.kernels = cuda_kernels
 
     def make_rng(self, seed: int | None) -> Any:
         # Philox is counter-based: seeding it costs one tiny kernel, where the default XORWOW
