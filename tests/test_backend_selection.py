@@ -88,3 +88,13 @@ def test_pytest_with_a_bogus_tinyllm_backend_fails_with_the_reason():
                   "test_the_flag_wins_then_the_environment_then_numpy"], backend="bogus")
     assert result.returncode != 0, result.stdout
     assert "TINYLLM_BACKEND='bogus' names no backend" in result.stdout + result.stderr
+
+
+def test_the_numpy_path_imports_nothing_gpu_only():
+    code = ("import sys, tinyllm as tl; from tinyllm.models import ModelConfig, Transformer; "
+            "m = Transformer(ModelConfig(vocab_size=16, dim=8, n_layers=1, n_heads=2, max_seq_len=4)); "
+            "m(tl.tensor([[1, 2, 3]]), tl.tensor([[2, 3, 4]]))[1].backward(); "
+            "print(sorted(n for n in sys.modules if n.startswith(('cupy', 'tinyllm.backends.cuda_kernels'))))")
+    result = run(["-c", code], backend=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

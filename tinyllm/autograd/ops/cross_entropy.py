@@ -63,7 +63,8 @@ class CrossEntropy(Function):
         # (x[t] - m) before adding log_sum: exact when x[t] is the max, however large the logits.
         losses = (log_sum - (x[xp.arange(x.shape[0]), safe_t] - m)) * keep  # (N,)
         lse = m + log_sum  # (N,)
-        self.n_kept = int(keep.sum()) if self.reduction == "mean" else None
+        # The count stays an array in the logits' dtype (exact below 2**24): int() would make the GPU wait here.
+        self.n_kept = keep.sum(dtype=x.dtype) if self.reduction == "mean" else None
         self.save(x, lse, safe_t, keep)
         if self.reduction == "none":
             return losses.reshape(targets.shape)
