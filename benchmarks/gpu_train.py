@@ -276,6 +276,7 @@ def bench_decode(tl: Any, np: Any, torch: Any, device: str, shape: dict, n_promp
 
     backend = tl.get_backend()
     backend.seed(0)
+    set_tf32(tl, torch, False)  # full float32 on both sides
     context = n_prompt + n_new
     config = ModelConfig(**shape, max_seq_len=context, tie_embeddings=False)
     model = Transformer(config)

@@ -83,7 +83,7 @@ cat "$RESULTS"
 run_pytest() {  # run_pytest PHASE SECONDS OUTFILE ARGS... : the summary line and counts go to the JSON
   local phase=$1 seconds=$2 outfile=$3; shift 3
   local t0=$(date +%s) rc
-  timeout --signal=INT "$seconds" "$PY" -m pytest -rfE -p no:cacheprovider "$@" >"$outfile" 2>&1
+  timeout -k 10 --signal=INT "$seconds" "$PY" -m pytest -rfE -p no:cacheprovider "$@" >"$outfile" 2>&1
   rc=$?
   local summary
   summary=$(grep -E "(passed|failed|error|no tests ran)" "$outfile" | tail -1 | tr -d '"=')
@@ -106,7 +106,7 @@ DATA=${TINYLLM_DATA:-.gpu_data/tinyshakespeare.txt}
 if [[ -f "$DATA" ]]; then
   T=$(limit 170); t0=$(date +%s)
   rm -rf /tmp/gpu_check_run
-  timeout --signal=INT "$T" "$PY" examples/train_shakespeare.py --backend "$BACKEND" --preset gpu --data "$DATA" \
+  timeout -k 10 --signal=INT "$T" "$PY" examples/train_shakespeare.py --backend "$BACKEND" --preset gpu --data "$DATA" \
     --out-dir /tmp/gpu_check_run --no-progress --sample-tokens 100 >>"$LOG" 2>&1
   rc=$?
   cp /tmp/gpu_check_run/log.jsonl "$OUT/train_log.jsonl" 2>/dev/null
@@ -138,7 +138,7 @@ fi
 T=$(limit 100)
 if (( T > 20 )); then
   t0=$(date +%s)
-  timeout --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
+  timeout -k 10 --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
   record bench rc=$? seconds=$(( $(date +%s) - t0 )) limit_s="$T"
 fi
 

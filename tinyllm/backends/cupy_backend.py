@@ -80,11 +80,13 @@ class CupyBackend(Backend):
     def set_tf32(self, enabled: bool) -> bool:
         # cuBLAS's compute type for float32 GEMMs, as CuPy exposes it (CuPy >= 11; the env var CUPY_TF32
         # sets the same at import). On GPUs without TF32 (before Ampere) cuBLAS computes in float32 anyway.
-        from cupy._core import _routines_linalg as linalg
+        try:
+            from cupy._core import _routines_linalg as linalg
 
-        linalg.set_compute_type(
-            self.xp.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
-        )
+            compute_type = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+            linalg.set_compute_type(self.xp.float32, compute_type)
+        except (ImportError, AttributeError):  # a CuPy without the switch: its default stays
+            return False
         self.tf32 = enabled
         return True
 
