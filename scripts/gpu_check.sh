@@ -3,8 +3,8 @@
 # $OUT/gpu_check.jsonl as soon as it exists, so a timeout still returns what finished.
 #
 # Prepare once, here, in the repository root (the text and the gguf wheel must travel with the tree):
-#   echo /.gpu_data/ >> .git/info/exclude && mkdir -p .gpu_data && cp ../shared/data/tinyshakespeare.txt .gpu_data/
-#   echo /.whl/ >> .git/info/exclude && python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#   mkdir -p .gpu_data && cp ../shared/data/tinyshakespeare.txt .gpu_data/        (.gitignore ignores .gpu_data/ and .whl/)
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux2014_x86_64 --platform any -d .whl gguf==0.19.0
 #   (gguf is pure Python: the wheel is py3-none-any.)
 # Then one device call:
