@@ -63,8 +63,12 @@ class CrossEntropy(Function):
         # (x[t] - m) before adding log_sum: exact when x[t] is the max, however large the logits.
         losses = (log_sum - (x[xp.arange(x.shape[0]), safe_t] - m)) * keep  # (N,)
         lse = m + log_sum  # (N,)
-        # The count stays an array in the logits' dtype (exact below 2**24): int() would make the GPU wait here.
-        self.n_kept = keep.sum(dtype=x.dtype) if self.reduction == "mean" else None
+        # The count stays an array in the logits' dtype (float32 counts exactly to 2**24), as int() would make
+        # the GPU wait here; float16 counts exactly only to 2048, so there the host counts.
+        if self.reduction == "mean":
+            self.n_kept = keep.sum(dtype=x.dtype) if x.dtype.itemsize >= 4 else int(keep.sum())
+        else:
+            self.n_kept = None
         self.save(x, lse, safe_t, keep)
         if self.reduction == "none":
             return losses.reshape(targets.shape)
