@@ -102,9 +102,10 @@ class TokenDataset:
         so y[b, t] is the token that follows x[b, :t+1]. With tokens = [5, 6, 7, 8, 9] and
         T = 3, an offset of 1 gives x = [6, 7, 8] and y = [7, 8, 9].
 
-        ``rng`` picks the offsets; by default the backend's generator, so ``set_backend(..., seed=s)``
-        reproduces the batches (and a checkpoint that saves its state resumes them exactly).
-        Returns backend arrays of int64 (on the GPU for CuPy).
+        ``rng`` picks the offsets: training passes a host ``numpy.random.Generator`` (whose state a
+        checkpoint saves); by default the backend's generator, so ``set_backend(..., seed=s)``
+        reproduces the batches. Returns backend arrays of int64 (on the GPU for CuPy): the rows are
+        read from the memory map on the host and copied to the device once, in one piece.
         """
         tokens = self.split(split)
         self.check_block_size(block_size)
@@ -112,8 +113,8 @@ class TokenDataset:
         rng = backend.rng if rng is None else rng
         starts = backend.to_host(rng.integers(0, len(tokens) - block_size, size=batch_size))  # (B,)
         positions = starts[:, None] + np.arange(block_size + 1)  # (B, T+1)
-        rows = np.asarray(tokens[positions], dtype=np.int64)  # (B, T+1), read from the memory map
-        return backend.asarray(rows[:, :-1]), backend.asarray(rows[:, 1:])  # (B, T), (B, T)
+        rows = backend.asarray(np.asarray(tokens[positions], dtype=np.int64))  # (B, T+1): one host-to-device copy
+        return rows[:, :-1], rows[:, 1:]  # (B, T), (B, T): views of the same rows
 
 
 def prepare_tokens(

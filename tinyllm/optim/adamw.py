@@ -57,6 +57,10 @@ class AdamW(Optimizer):
                     state["exp_avg"] = xp.zeros_like(p.data)  # m
                     state["exp_avg_sq"] = xp.zeros_like(p.data)  # v
                 m, v = state["exp_avg"], state["exp_avg_sq"]
+                kernels = get_backend().kernels  # on CuPy: the lines below in one CUDA launch
+                if kernels is not None and kernels.usable(p.data, g):
+                    kernels.adamw_update(p.data, g, m, v, 1 - lr * wd, beta1, beta2, eps, lr / bias1, math.sqrt(bias2))
+                    continue
                 if wd:
                     p.data *= 1 - lr * wd
                 scratch = g * g  # the one temporary of this step, reused below
