@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import regex
 
 from tinyllm.tokenizer.file_format import read_tokenizer_file, write_tokenizer_file
 from tinyllm.tokenizer.patterns import GPT4_SPLIT_PATTERN, compile_patterns, split_text
+from tinyllm.tokenizer.stream import DEFAULT_CHUNK_CHARS, iter_id_blocks
 from tinyllm.tokenizer.train import count_chunks, learn_merges, merge_word
 
 DEFAULT_CACHE_SIZE = 1 << 16  # chunks whose encoding is remembered (most text repeats its words)
@@ -129,6 +130,19 @@ class BPETokenizer:
                 self._merges.append((a, b))
 
         self._special_re = self._alternation(self._special_tokens)
+        self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._bpe)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the chunk cache (a bound method's cache cannot be pickled; worker
+        processes of ``encode_iterable(..., workers=n)`` receive the tokenizer this way)."""
+        state = self.__dict__.copy()
+        state["_cache_size"] = self._encode_chunk.cache_info().maxsize
+        del state["_encode_chunk"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
         self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._bpe)
 
     # ---------------------------------------------------------------- training
@@ -268,6 +282,34 @@ class BPETokenizer:
     ) -> list[list[int]]:
         """Encode each text: encode_batch(["a", "b"]) -> [encode("a"), encode("b")]."""
         return [self.encode(t, allowed_special=allowed_special) for t in texts]
+
+    def encode_iterable(
+        self,
+        texts: Iterable[str],
+        allowed_special: str | Iterable[str] = "none_raise",
+        *,
+        chunk_chars: int = DEFAULT_CHUNK_CHARS,
+        workers: int = 1,
+    ) -> Iterator[int]:
+        """Yield the ids of ``"".join(texts)``, exactly as ``encode`` gives them, in bounded memory.
+
+        ``texts`` is any iterable of strings: the lines of an open file, or chunks of a text too
+        big to hold. About ``chunk_chars`` characters are held and encoded at a time; a
+        pre-token is never cut between two chunks (how: stream.py). ``workers`` > 1 encodes the
+        chunks in that many processes (ids still in order).
+
+        with open("big.txt", encoding="utf-8") as f:
+            ids = np.fromiter(tok.encode_iterable(f, allowed_special="none"), dtype=np.uint16)
+
+        list(tok.encode_iterable(["To be, or no", "t to be"])) == tok.encode("To be, or not to be")
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode_iterable takes an iterable of strings (lines or chunks); for one string use encode()")
+        if chunk_chars < 1 or workers < 1:
+            raise ValueError(f"chunk_chars and workers must be at least 1, got {chunk_chars} and {workers}")
+        self._allowed_specials(allowed_special)  # a bad value fails now, not at the first id
+        blocks = iter_id_blocks(self, texts, allowed_special, chunk_chars=chunk_chars, workers=workers)
+        return (i for block in blocks for i in block)
 
     def _allowed_specials(self, allowed_special: str | Iterable[str]) -> tuple[set[str], set[str]]:
         """Split the special tokens into (allowed, disallowed) for one call of encode."""
