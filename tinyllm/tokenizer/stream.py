@@ -60,8 +60,8 @@ def _segments(
 ) -> Iterator[tuple[str, Any]]:
     """Cut the stream into ("text", str) pieces of ordinary text, ("special", id) and ("end", None).
 
-    ("end", None) closes a segment of ordinary text: one follows every special token and the
-    end of the input. Pieces are cut anywhere (the stitcher repairs the cuts); special tokens
+    ("end", None) closes a segment of ordinary text: one comes before every special token and at
+    the end of the input. Pieces are cut anywhere (the stitcher repairs the cuts); special tokens
     are matched only where they are complete, as ``encode`` matches them on the whole text.
     """
     allowed, disallowed = tok._allowed_specials(allowed_special)
@@ -90,7 +90,7 @@ def _segments(
                     break
                 if m.start() > pos:
                     items.append(("text", buffer[pos : m.start()]))
-                items += [("special", tok._special_tokens[m.group()]), ("end", None)]
+                items += [("end", None), ("special", tok._special_tokens[m.group()])]
                 pos = m.end()
         if limit > pos:
             items.append(("text", buffer[pos:limit]))
