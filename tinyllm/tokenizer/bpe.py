@@ -309,7 +309,7 @@ class BPETokenizer:
             raise ValueError(f"chunk_chars and workers must be at least 1, got {chunk_chars} and {workers}")
         self._allowed_specials(allowed_special)  # a bad value fails now, not at the first id
         blocks = iter_id_blocks(self, texts, allowed_special, chunk_chars=chunk_chars, workers=workers)
-        return (i for block in blocks for i in block)
+        return (i for block in blocks for i in block.tolist())
 
     def _allowed_specials(self, allowed_special: str | Iterable[str]) -> tuple[set[str], set[str]]:
         """Split the special tokens into (allowed, disallowed) for one call of encode."""

@@ -40,8 +40,9 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tinyllm.tokenizer.patterns import split_text
 
@@ -121,22 +122,30 @@ def _segments(
 # ---------------------------------------------------------------- stage 2: one piece, pre-tokenized and encoded
 
 
-def _encode_piece(tok: BPETokenizer, text: str) -> tuple[list[int], list[int], list[int]]:
-    """Pre-tokenize and encode ``text`` on its own: (starts, ids, bounds).
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray]  # (starts, ids, bounds), see _encode_piece
+
+
+def _encode_piece(tok: BPETokenizer, text: str) -> Piece:
+    """Pre-tokenize and encode ``text`` on its own: (starts, ids, bounds), int64 arrays.
 
     starts[j] is where pre-token j starts in ``text`` (plus ``len(text)`` at the end), and its ids
-    are ids[bounds[j] : bounds[j + 1]].
+    are ids[bounds[j] : bounds[j + 1]]. (Arrays, not lists: a worker sends them back in a few MB.)
 
-    _encode_piece(tok, "to be") -> ([0, 2, 5], [ids of "to"..., ids of " be"...], [0, n1, n1 + n2])
+    _encode_piece(tok, "to be") -> starts [0, 2, 5], ids [ids of "to"..., ids of " be"...], bounds [0, n1, n1 + n2]
     """
     chunks = split_text(text, tok._compiled)
     encode_chunk = tok._encode_chunk
     ids: list[int] = []
-    bounds = [0]
+    counts: list[int] = []
     for chunk in chunks:
-        ids.extend(encode_chunk(chunk))
-        bounds.append(len(ids))
-    return list(accumulate(map(len, chunks), initial=0)), ids, bounds
+        encoded = encode_chunk(chunk)
+        ids.extend(encoded)
+        counts.append(len(encoded))
+    starts = np.zeros(len(chunks) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)), out=starts[1:])
+    bounds = np.zeros(len(chunks) + 1, dtype=np.int64)
+    np.cumsum(np.array(counts, dtype=np.int64), out=bounds[1:])
+    return starts, np.array(ids, dtype=np.int64), bounds
 
 
 _WORKER_TOKENIZER: BPETokenizer | None = None
@@ -147,7 +156,7 @@ def _worker_init(tok: BPETokenizer) -> None:
     _WORKER_TOKENIZER = tok
 
 
-def _worker_encode(text: str) -> tuple[list[int], list[int], list[int]]:
+def _worker_encode(text: str) -> Piece:
     assert _WORKER_TOKENIZER is not None
     return _encode_piece(_WORKER_TOKENIZER, text)
 
@@ -162,50 +171,46 @@ class _Stitcher:
         self.tok = tok
         self.tail = ""  # text from the last true pre-token boundary that is not yet emitted
 
-    def _encode_chunks(self, chunks: list[str]) -> list[int]:
-        ids: list[int] = []
-        for chunk in chunks:
-            ids.extend(self.tok._encode_chunk(chunk))
-        return ids
+    def _encode_chunks(self, chunks: list[str]) -> np.ndarray:
+        ids = [i for chunk in chunks for i in self.tok._encode_chunk(chunk)]
+        return np.array(ids, dtype=np.int64)
 
-    def add(self, text: str, piece: tuple[list[int], list[int], list[int]]) -> list[int]:
+    def add(self, text: str, piece: Piece) -> np.ndarray:
         """The ids that ``text`` (the next piece, encoded alone as ``piece``) settles."""
         starts, ids, bounds = piece
         m = len(starts) - 1  # pre-tokens in the piece
         if m == 0:
-            return []
-        out: list[int] = []
+            return ids
+        head = ids[:0]  # ids of the re-scanned pre-tokens before the scans meet
         first = 0  # index of the first pre-token of the piece whose ids are right
         if self.tail:
             first = -1
-            own = {s: j for j, s in enumerate(starts[:-1])}
             window = RESYNC_WINDOW
             while first < 0:
                 probe = self.tail + text[:window]
                 chunks = split_text(probe, self.tok._compiled)
                 position = -len(self.tail)  # in piece coordinates
                 for k, chunk in enumerate(chunks):
-                    if position >= 0 and position in own:  # the scans meet: fact 2
-                        out.extend(self._encode_chunks(chunks[:k]))
-                        first = own[position]
-                        break
+                    if position >= 0:
+                        j = int(np.searchsorted(starts, position))
+                        if j < m and starts[j] == position:  # the scans meet: fact 2
+                            head = self._encode_chunks(chunks[:k])
+                            first = j
+                            break
                     position += len(chunk)
                 else:
                     if window >= len(text):  # no meeting inside this piece: keep all but the last (fact 1)
-                        out.extend(self._encode_chunks(chunks[:-1]))
                         self.tail = chunks[-1] if chunks else ""
-                        return out
+                        return self._encode_chunks(chunks[:-1])
                     window *= 2
+        self.tail = text[starts[m - 1] :]  # the last pre-token may grow: it waits for the next piece
         if first < m - 1:
-            out.extend(ids[bounds[first] : bounds[m - 1]])
-            self.tail = text[starts[m - 1] :]
-        else:  # the scans met only at the piece's last pre-token
-            self.tail = text[starts[m - 1] :]
-        return out
+            return np.concatenate([head, ids[bounds[first] : bounds[m - 1]]])
+        return head  # the scans met only at the piece's last pre-token
 
-    def end(self) -> list[int]:
+    def end(self) -> np.ndarray:
         """The segment ends here: the tail's pre-tokens are all final."""
-        ids = self._encode_chunks(split_text(self.tail, self.tok._compiled)) if self.tail else []
+        ids = self._encode_chunks(split_text(self.tail, self.tok._compiled)) if self.tail else np.zeros(0, np.int64)
         self.tail = ""
         return ids
 
@@ -219,8 +224,8 @@ def iter_id_blocks(
     allowed_special: str | Iterable[str] = "none_raise",
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
     workers: int = 1,
-) -> Iterator[list[int]]:
-    """The ids of ``"".join(texts)`` as ``tok.encode`` gives them, in lists of about a chunk's ids."""
+) -> Iterator[np.ndarray]:
+    """The ids of ``"".join(texts)`` as ``tok.encode`` gives them, in int64 arrays of about a chunk's ids."""
     if chunk_chars < 1:
         raise ValueError(f"chunk_chars must be at least 1, got {chunk_chars}")
     if workers < 1:
@@ -232,19 +237,19 @@ def iter_id_blocks(
             if kind == "text":
                 yield stitcher.add(value, _encode_piece(tok, value))
             elif kind == "special":
-                yield [value]
+                yield np.array([value], dtype=np.int64)
             else:
                 yield stitcher.end()
         return
     pending: deque[tuple[str, Any, Future | None]] = deque()
     with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(tok,)) as pool:
 
-        def settle() -> list[int]:
+        def settle() -> np.ndarray:
             kind, value, future = pending.popleft()
             if kind == "text":
                 assert future is not None
                 return stitcher.add(value, future.result())
-            return [value] if kind == "special" else stitcher.end()
+            return np.array([value], dtype=np.int64) if kind == "special" else stitcher.end()
 
         for kind, value in items:
             pending.append((kind, value, pool.submit(_worker_encode, value) if kind == "text" else None))
