@@ -40,6 +40,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,6 +72,10 @@ def _segments(
     hold = max((len(s) for s in allowed | disallowed), default=1) - 1  # a special token may start in the last `hold`
     offset = 0  # characters of the input before `buffer`, for error messages
 
+    def pieces(buffer: str, start: int, stop: int) -> list[tuple[str, Any]]:
+        """``buffer[start:stop]`` as ("text", piece) items of at most ``chunk_chars`` characters."""
+        return [("text", buffer[i : min(i + chunk_chars, stop)]) for i in range(start, stop, chunk_chars)]
+
     def settle(buffer: str, limit: int) -> tuple[list[tuple[str, Any]], int]:
         """The items that ``buffer[:limit]`` settles (special tokens starting before ``limit`` are
         complete), and where the unsettled text starts (``limit``, or the end of a special token
@@ -89,12 +94,10 @@ def _segments(
             for m in allowed_re.finditer(buffer):
                 if m.start() >= limit:
                     break
-                if m.start() > pos:
-                    items.append(("text", buffer[pos : m.start()]))
+                items += pieces(buffer, pos, m.start())
                 items += [("end", None), ("special", tok._special_tokens[m.group()])]
                 pos = m.end()
-        if limit > pos:
-            items.append(("text", buffer[pos:limit]))
+        items += pieces(buffer, pos, limit)
         return items, max(pos, limit)
 
     parts: list[str] = []
@@ -134,18 +137,13 @@ def _encode_piece(tok: BPETokenizer, text: str) -> Piece:
     _encode_piece(tok, "to be") -> starts [0, 2, 5], ids [ids of "to"..., ids of " be"...], bounds [0, n1, n1 + n2]
     """
     chunks = split_text(text, tok._compiled)
-    encode_chunk = tok._encode_chunk
-    ids: list[int] = []
-    counts: list[int] = []
-    for chunk in chunks:
-        encoded = encode_chunk(chunk)
-        ids.extend(encoded)
-        counts.append(len(encoded))
-    starts = np.zeros(len(chunks) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)), out=starts[1:])
-    bounds = np.zeros(len(chunks) + 1, dtype=np.int64)
-    np.cumsum(np.array(counts, dtype=np.int64), out=bounds[1:])
-    return starts, np.array(ids, dtype=np.int64), bounds
+    encoded = list(map(tok._encode_chunk, chunks))  # a tuple of ids per pre-token (loops in C: map, chain)
+    n = len(chunks)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, chunks), dtype=np.int64, count=n), out=starts[1:])
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=bounds[1:])
+    return starts, np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(bounds[-1])), bounds
 
 
 _WORKER_TOKENIZER: BPETokenizer | None = None
