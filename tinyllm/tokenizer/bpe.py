@@ -27,7 +27,7 @@ import regex
 from tinyllm.tokenizer.file_format import read_tokenizer_file, write_tokenizer_file
 from tinyllm.tokenizer.patterns import GPT4_SPLIT_PATTERN, compile_patterns, split_text
 from tinyllm.tokenizer.stream import DEFAULT_CHUNK_CHARS, iter_id_blocks
-from tinyllm.tokenizer.train import count_chunks, learn_merges, merge_word
+from tinyllm.tokenizer.train import TIE_BREAKS, count_chunks, learn_merges, merge_word
 
 DEFAULT_CACHE_SIZE = 1 << 16  # chunks whose encoding is remembered (most text repeats its words)
 
@@ -155,17 +155,20 @@ class BPETokenizer:
         pattern: str | Sequence[str] = GPT4_SPLIT_PATTERN,
         special_tokens: Sequence[str] = ("<|endoftext|>",),
         verbose: bool = False,
+        tie_break: str = "smallest",
     ) -> BPETokenizer:
         """Learn a tokenizer of `vocab_size` tokens (256 bytes + merges + special tokens).
 
         `text` is one string or an iterable of strings (documents). Special tokens take the
         last ids; text equal to a special token is cut out before training, never merged.
         The vocabulary comes out smaller when the text runs out of pairs to merge.
-        Ties between equally frequent pairs are broken as described in train.py, so the
-        result is the same on every run.
+        Ties between equally frequent pairs go to the smallest pair by default, or with
+        ``tie_break="greatest"`` to the greatest, as GPT-2-style reference trainers do (comparing
+        the pairs' bytes; see train.py). Either way the result is the same on every run.
 
         BPETokenizer.train("aaabdaaabac", 260).merges -> [(97, 97), (97, 98), (256, 257)]
         (ids 256-258 are "aa", "ab", "aaab"; id 259 is "<|endoftext|>")
+        BPETokenizer.train("aaabdaaabac", 260, tie_break="greatest").merges -> [(97, 97), (256, 97), (257, 98)]
         """
         specials = list(special_tokens)
         if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s for s in specials):
@@ -175,11 +178,13 @@ class BPETokenizer:
                 f"vocab_size {vocab_size} is too small: it must hold the 256 bytes "
                 f"and {len(specials)} special tokens"
             )
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
         patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
         compile_patterns(patterns)  # fail early on a bad pattern
         texts = [text] if isinstance(text, str) else text
         chunk_counts = count_chunks(texts, patterns, specials)
-        vocab, merges = learn_merges(chunk_counts, vocab_size - len(specials), verbose=verbose)
+        vocab, merges = learn_merges(chunk_counts, vocab_size - len(specials), verbose=verbose, tie_break=tie_break)
         special_ids = {s: len(vocab) + k for k, s in enumerate(specials)}
         vocab = vocab + [s.encode("utf-8") for s in specials]
         return cls(vocab, merges, patterns, special_ids)
