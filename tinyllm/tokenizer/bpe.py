@@ -18,6 +18,7 @@ is a list of distinct byte strings, merges are pairs of token ids in rank order.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -212,7 +213,14 @@ class BPETokenizer:
 
         The caller goes through `self._encode_chunk`, a bounded cache of this function.
         """
-        data = chunk.encode("utf-8")
+        try:
+            data = chunk.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"the text holds {chunk[e.start]!r} (U+{ord(chunk[e.start]):04X}), a lone surrogate, which is not a "
+                "character and has no UTF-8 bytes; it comes from decoding bytes with errors='surrogateescape' or "
+                "from a broken UTF-16 text: clean the text, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+            ) from None
         if self.ignore_merges:
             whole = self._token_ids.get(data)
             if whole is not None:
@@ -244,6 +252,7 @@ class BPETokenizer:
 
         tok.encode_ordinary("<|endoftext|>") gives the tokens of "<", "|", "endoftext", ...
         """
+        _check_text(text, "encode_ordinary")
         ids: list[int] = []
         encode_chunk = self._encode_chunk
         for chunk in split_text(text, self._compiled):
@@ -262,6 +271,7 @@ class BPETokenizer:
 
         tok.encode("hi<|endoftext|>", allowed_special="all") -> [..., id of "<|endoftext|>"]
         """
+        _check_text(text, "encode")
         allowed, disallowed = self._allowed_specials(allowed_special)
         if disallowed:
             found = self._special_pattern(disallowed).search(text)
@@ -286,6 +296,11 @@ class BPETokenizer:
         self, texts: Iterable[str], allowed_special: str | Iterable[str] = "none_raise"
     ) -> list[list[int]]:
         """Encode each text: encode_batch(["a", "b"]) -> [encode("a"), encode("b")]."""
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a list of strings, got one str; use encode(text) for a single text")
+        texts = list(texts)
+        for k, t in enumerate(texts):
+            _check_text(t, f"encode_batch (item {k})")
         return [self.encode(t, allowed_special=allowed_special) for t in texts]
 
     def encode_iterable(
@@ -354,15 +369,25 @@ class BPETokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Join the bytes of the tokens: decode_bytes([104, 105]) -> b"hi".
 
-        Raises ValueError naming the first id outside the vocabulary.
+        ``ids`` is one sequence of integer ids (a list, a tuple, a 1-D NumPy array). Raises
+        ValueError naming the first id outside the vocabulary, and TypeError, saying what to
+        pass instead, for anything that is not a sequence of integers.
         """
+        _check_ids_container(ids)
         vocab = self._vocab
         n = len(vocab)
         parts = []
-        for i in ids:
-            if not 0 <= i < n:
-                raise ValueError(f"token id {i} is out of range: the vocabulary has ids 0 to {n - 1}")
-            parts.append(vocab[i])
+        i = None
+        try:
+            for i in ids:
+                if not 0 <= i < n:
+                    raise ValueError(f"token id {i} is out of range: the vocabulary has ids 0 to {n - 1}")
+                parts.append(vocab[i])
+        except (TypeError, ValueError) as e:
+            problem = _bad_id(i, len(parts))  # the id at position len(parts) failed
+            if problem is None:
+                raise
+            raise TypeError(problem) from e
         return b"".join(parts)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -392,6 +417,9 @@ class BPETokenizer:
 
     def id_to_token(self, id: int) -> bytes:
         """The bytes of token `id`: id_to_token(104) -> b"h" for a trained tokenizer."""
+        problem = _bad_id(id, 0)
+        if problem is not None:
+            raise TypeError(problem.replace("the id at position 0", "the id"))
         if not 0 <= id < len(self._vocab):
             raise ValueError(
                 f"token id {id} is out of range: the vocabulary has ids 0 to {len(self._vocab) - 1}"
@@ -457,3 +485,65 @@ class BPETokenizer:
             return cls(**kwargs)
         except ValueError as e:
             raise ValueError(f"{path}: damaged tokenizer file: {e}") from e
+
+
+# ---------------------------------------------------------------- clear errors for wrong input types
+
+
+def _check_text(text: Any, caller: str) -> None:
+    """Raise a TypeError that says what to pass when ``text`` is not a str.
+
+    _check_text(b"hi", "encode") -> TypeError: encode takes a str, got bytes; decode the bytes first ...
+    """
+    if isinstance(text, str):
+        return
+    hints = {
+        bytes: "decode the bytes first: encode(data.decode('utf-8'))",
+        bytearray: "decode the bytes first: encode(data.decode('utf-8'))",
+        list: "for several texts use encode_batch(texts)",
+        tuple: "for several texts use encode_batch(texts)",
+        type(None): "pass the text to encode (an empty text is \"\")",
+    }
+    hint = hints.get(type(text), "convert it with str() if it is meant as text")
+    raise TypeError(f"{caller} takes a str, got {_describe(text)}; {hint}")
+
+
+def _check_ids_container(ids: Any) -> None:
+    """Raise a TypeError that says what to pass when ``ids`` is not a sequence of ids at all."""
+    if isinstance(ids, str | bytes | bytearray):
+        raise TypeError(
+            f"decode takes a sequence of integer token ids, got {_describe(ids)}; to turn text into ids use encode(text)"
+        )
+    if getattr(ids, "ndim", 1) == 0 or not isinstance(ids, Iterable):
+        hint = "wrap a single id in a list: decode([id])" if _bad_id(ids, 0) is None else "pass a list of ints"
+        raise TypeError(f"decode takes a sequence of integer token ids, got {_describe(ids)}; {hint}")
+    if getattr(ids, "ndim", 1) > 1:
+        raise TypeError(
+            f"decode takes one sequence of ids, got an array of shape {tuple(ids.shape)}; "
+            "decode a batch row by row: [tok.decode(row) for row in ids]"
+        )
+
+
+def _bad_id(i: Any, position: int) -> str | None:
+    """What is wrong with ``i`` as a token id (None if it is an integer)."""
+    if isinstance(i, list | tuple) or getattr(i, "ndim", 0) > 0:
+        return (
+            f"decode takes one sequence of ids, but the item at position {position} is itself a sequence; "
+            "decode a batch row by row: [tok.decode(row) for row in ids]"
+        )
+    try:
+        operator.index(i)  # int, NumPy integers, bool
+    except TypeError:
+        return (
+            f"token ids must be integers, but the id at position {position} is {_describe(i)}; "
+            "convert them with [int(i) for i in ids] (or ids.astype(int) for an array)"
+        )
+    return None
+
+
+def _describe(value: Any) -> str:
+    """The type and repr of ``value`` (cut to 40 characters): _describe(1.5) -> "float 1.5"; None -> "None"."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
