@@ -18,13 +18,13 @@ is a list of distinct byte strings, merges are pairs of token ids in rank order.
 from __future__ import annotations
 
 import functools
-import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import regex
 
+from tinyllm.tokenizer.checks import bad_id, check_ids_container, check_text
 from tinyllm.tokenizer.file_format import read_tokenizer_file, write_tokenizer_file
 from tinyllm.tokenizer.patterns import GPT4_SPLIT_PATTERN, compile_patterns, split_text
 from tinyllm.tokenizer.stream import DEFAULT_CHUNK_CHARS, iter_id_blocks
@@ -252,7 +252,7 @@ class BPETokenizer:
 
         tok.encode_ordinary("<|endoftext|>") gives the tokens of "<", "|", "endoftext", ...
         """
-        _check_text(text, "encode_ordinary")
+        check_text(text, "encode_ordinary")
         ids: list[int] = []
         encode_chunk = self._encode_chunk
         for chunk in split_text(text, self._compiled):
@@ -271,7 +271,7 @@ class BPETokenizer:
 
         tok.encode("hi<|endoftext|>", allowed_special="all") -> [..., id of "<|endoftext|>"]
         """
-        _check_text(text, "encode")
+        check_text(text, "encode")
         allowed, disallowed = self._allowed_specials(allowed_special)
         if disallowed:
             found = self._special_pattern(disallowed).search(text)
@@ -300,7 +300,7 @@ class BPETokenizer:
             raise TypeError("encode_batch takes a list of strings, got one str; use encode(text) for a single text")
         texts = list(texts)
         for k, t in enumerate(texts):
-            _check_text(t, f"encode_batch (item {k})")
+            check_text(t, f"encode_batch (item {k})")
         return [self.encode(t, allowed_special=allowed_special) for t in texts]
 
     def encode_iterable(
@@ -373,7 +373,7 @@ class BPETokenizer:
         ValueError naming the first id outside the vocabulary, and TypeError, saying what to
         pass instead, for anything that is not a sequence of integers.
         """
-        _check_ids_container(ids)
+        check_ids_container(ids)
         vocab = self._vocab
         n = len(vocab)
         parts = []
@@ -384,7 +384,7 @@ class BPETokenizer:
                     raise ValueError(f"token id {i} is out of range: the vocabulary has ids 0 to {n - 1}")
                 parts.append(vocab[i])
         except (TypeError, ValueError) as e:
-            problem = _bad_id(i, len(parts))  # the id at position len(parts) failed
+            problem = bad_id(i, len(parts))  # the id at position len(parts) failed
             if problem is None:
                 raise
             raise TypeError(problem) from e
@@ -417,7 +417,7 @@ class BPETokenizer:
 
     def id_to_token(self, id: int) -> bytes:
         """The bytes of token `id`: id_to_token(104) -> b"h" for a trained tokenizer."""
-        problem = _bad_id(id, 0)
+        problem = bad_id(id, 0)
         if problem is not None:
             raise TypeError(problem.replace("the id at position 0", "the id"))
         if not 0 <= id < len(self._vocab):
@@ -486,64 +486,3 @@ class BPETokenizer:
         except ValueError as e:
             raise ValueError(f"{path}: damaged tokenizer file: {e}") from e
 
-
-# ---------------------------------------------------------------- clear errors for wrong input types
-
-
-def _check_text(text: Any, caller: str) -> None:
-    """Raise a TypeError that says what to pass when ``text`` is not a str.
-
-    _check_text(b"hi", "encode") -> TypeError: encode takes a str, got bytes; decode the bytes first ...
-    """
-    if isinstance(text, str):
-        return
-    hints = {
-        bytes: "decode the bytes first: encode(data.decode('utf-8'))",
-        bytearray: "decode the bytes first: encode(data.decode('utf-8'))",
-        list: "for several texts use encode_batch(texts)",
-        tuple: "for several texts use encode_batch(texts)",
-        type(None): "pass the text to encode (an empty text is \"\")",
-    }
-    hint = hints.get(type(text), "convert it with str() if it is meant as text")
-    raise TypeError(f"{caller} takes a str, got {_describe(text)}; {hint}")
-
-
-def _check_ids_container(ids: Any) -> None:
-    """Raise a TypeError that says what to pass when ``ids`` is not a sequence of ids at all."""
-    if isinstance(ids, str | bytes | bytearray):
-        raise TypeError(
-            f"decode takes a sequence of integer token ids, got {_describe(ids)}; to turn text into ids use encode(text)"
-        )
-    if getattr(ids, "ndim", 1) == 0 or not isinstance(ids, Iterable):
-        hint = "wrap a single id in a list: decode([id])" if _bad_id(ids, 0) is None else "pass a list of ints"
-        raise TypeError(f"decode takes a sequence of integer token ids, got {_describe(ids)}; {hint}")
-    if getattr(ids, "ndim", 1) > 1:
-        raise TypeError(
-            f"decode takes one sequence of ids, got an array of shape {tuple(ids.shape)}; "
-            "decode a batch row by row: [tok.decode(row) for row in ids]"
-        )
-
-
-def _bad_id(i: Any, position: int) -> str | None:
-    """What is wrong with ``i`` as a token id (None if it is an integer)."""
-    if isinstance(i, list | tuple) or getattr(i, "ndim", 0) > 0:
-        return (
-            f"decode takes one sequence of ids, but the item at position {position} is itself a sequence; "
-            "decode a batch row by row: [tok.decode(row) for row in ids]"
-        )
-    try:
-        operator.index(i)  # int, NumPy integers, bool
-    except TypeError:
-        return (
-            f"token ids must be integers, but the id at position {position} is {_describe(i)}; "
-            "convert them with [int(i) for i in ids] (or ids.astype(int) for an array)"
-        )
-    return None
-
-
-def _describe(value: Any) -> str:
-    """The type and repr of ``value`` (cut to 40 characters): _describe(1.5) -> "float 1.5"; None -> "None"."""
-    if value is None:
-        return "None"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
