@@ -6,6 +6,7 @@ For each parameter p with gradient g, at that parameter's step t (1 at its first
     m = beta1 * m + (1 - beta1) * g              running mean of g           (m starts at 0)
     v = beta2 * v + (1 - beta2) * g^2            running mean of g^2         (v starts at 0)
     p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+      = p - lr * m_hat / (sqrt(v_hat) + eps)     m_hat, v_hat: the bias-corrected moments
 
 Bias correction, the two divisions by (1 - beta^t): m and v start at zero, so early on they are
 too small. After t steps of a constant gradient g, m = (1 - beta1^t) g, not g:
@@ -91,10 +92,10 @@ class AdamW(Optimizer):
                 # One scratch array of p's shape serves every temporary below; what it holds after each line:
                 scratch = g * g  #                          scratch = g^2
                 scratch *= 1 - beta2  #                     scratch = (1 - beta2) g^2
-                v *= beta2
+                v *= beta2  #                               v = beta2 v (scratch unchanged)
                 v += scratch  #                             v = beta2 v + (1 - beta2) g^2
                 xp.multiply(g, 1 - beta1, out=scratch)  #   scratch = (1 - beta1) g
-                m *= beta1
+                m *= beta1  #                               m = beta1 m (scratch unchanged)
                 m += scratch  #                             m = beta1 m + (1 - beta1) g
                 xp.sqrt(v, out=scratch)  #                  scratch = sqrt(v)
                 scratch /= math.sqrt(bias2)  #              scratch = sqrt(v / bias2) = sqrt(v_hat)
