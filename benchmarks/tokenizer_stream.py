@@ -5,8 +5,10 @@ with variations (each copy has its paragraphs in another order, a numbered headi
 lines in upper case), trains a 512-token tokenizer on Tiny Shakespeare, and runs
 ``prepare_tokens`` on the file in a fresh process per run, with 1 worker and with a pool of 2.
 Each run reports wall time, MB/s (the file's bytes / wall time of prepare_tokens, which includes
-hashing the file and one pass counting its characters) and peak RSS: of the main process, and of
-the largest worker (``ru_maxrss``), so the whole pool peaks at most at main + workers * worker.
+hashing the file and one pass counting its characters), peak RSS: of the main process, and of
+the largest worker (``ru_maxrss``), so the whole pool peaks at most at main + workers * worker,
+and the CPU seconds of the main process and of all workers together (on a busy machine, wall
+time / CPU time shows how much of a core each process got).
 
     python benchmarks/tokenizer_stream.py --size-mb 1000              # the 1 GB figure
     python benchmarks/tokenizer_stream.py --size-mb 50 --workers 1 2  # quicker
@@ -66,6 +68,9 @@ def child(text_path: str, tokenizer_path: str, workers: int) -> None:
         "tokens": n_tokens,
         "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "cpu_main_s": resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
+        "cpu_workers_s": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
     }
     print(json.dumps(result))
 
@@ -95,7 +100,10 @@ def main() -> None:
     BPETokenizer.train(Path(args.data).read_text(encoding="utf-8"), 512).save(tokenizer_path)
 
     print(f"prepare_tokens on {text_path} ({size / 1e6:.0f} MB), vocabulary 512, one fresh process per run")
-    print(f"{'workers':>7} | {'seconds':>8} | {'MB/s':>6} | {'tokens':>12} | {'peak RSS main':>13} | {'largest worker':>14}")
+    print(
+        f"{'workers':>7} | {'seconds':>8} | {'MB/s':>6} | {'tokens':>12} | {'peak RSS main':>13} | {'largest worker':>14} | "
+        f"{'CPU s main':>10} | {'CPU s workers':>13}"
+    )
     for workers in args.workers:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(text_path), str(tokenizer_path), str(workers)],
@@ -105,7 +113,7 @@ def main() -> None:
         worker = f"{r['peak_rss_worker_mb']:>11.0f} MB" if workers > 1 else f"{'-':>14}"
         print(
             f"{workers:>7} | {r['seconds']:>8.1f} | {size / 1e6 / r['seconds']:>6.2f} | {r['tokens']:>12,} | "
-            f"{r['peak_rss_main_mb']:>10.0f} MB | {worker}",
+            f"{r['peak_rss_main_mb']:>10.0f} MB | {worker} | {r['cpu_main_s']:>10.1f} | {r['cpu_workers_s']:>13.1f}",
             flush=True,
         )
 

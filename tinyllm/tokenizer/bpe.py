@@ -319,9 +319,13 @@ class BPETokenizer:
         chunks in that many processes (ids still in order).
 
         with open("big.txt", encoding="utf-8") as f:
-            ids = np.fromiter(tok.encode_iterable(f, allowed_special="none"), dtype=np.uint16)
+            for token_id in tok.encode_iterable(f, allowed_special="none"):
+                ...
 
         list(tok.encode_iterable(["To be, or no", "t to be"])) == tok.encode("To be, or not to be")
+
+        ``tinyllm.tokenizer.stream.iter_id_blocks`` gives the same ids as NumPy arrays, a chunk's
+        at a time (what ``prepare_tokens`` writes to its token files).
         """
         if isinstance(texts, str):
             raise TypeError("encode_iterable takes an iterable of strings (lines or chunks); for one string use encode()")
