@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tinyllm as tl
+from tinyllm.backends import backend_name_from_environment
 from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, run_main
 from tinyllm.pretrained import find_smollm2, load_pretrained
 from tinyllm.sampling import generate
@@ -283,8 +284,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.backend:
-        tl.set_backend(args.backend)
+    try:  # --backend, else $TINYLLM_BACKEND, else numpy; never a silent fallback
+        tl.set_backend(backend_name_from_environment(args.backend))
+    except (ValueError, tl.BackendUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     path = args.model if args.model is not None else default_model_path()
     start = time.perf_counter()
     model, tokenizer = load_model(path, args.max_seq_len, keep_quantized=args.keep_quantized)

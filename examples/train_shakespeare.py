@@ -37,6 +37,7 @@ import numpy as np
 
 import tinyllm as tl
 import tinyllm.distributed as dist
+from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, check_out_dir, run_main
 from tinyllm.data import TokenDataset, prepare_tokens, train_tokenizer_cached
@@ -94,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                         help="cpu (default): a few minutes on a laptop CPU; gpu: nanoGPT's scale, for --backend cupy; "
                         "tiny: a smoke run of seconds")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
-                        help="array backend (default: numpy; cupy needs CuPy and an NVIDIA GPU)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="array backend (default: $TINYLLM_BACKEND, else numpy; cupy needs CuPy and an NVIDIA GPU)")
     parser.add_argument("--data", type=Path, metavar="PATH",
                         help=f"the text file to train on: any UTF-8 text (default: {DEFAULT_TEXT}, relative to the "
                         f"current directory; downloaded there if missing; offline, copy Tiny Shakespeare there from "
@@ -290,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = run_settings(args)
     seed = settings["seed"] if settings["seed"] is not None else TrainConfig.seed
     try:
-        tl.set_backend(args.backend, seed=seed)  # the seed also fixes the initial weights
-    except tl.BackendUnavailableError as error:
+        tl.set_backend(backend_name_from_environment(args.backend), seed=seed)  # the seed also fixes the weights
+    except (ValueError, tl.BackendUnavailableError) as error:  # a bad TINYLLM_BACKEND, or no CuPy / GPU
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not dist.is_main_process():  # under mpiexec: rank 0 alone prints (errors still come from any rank)

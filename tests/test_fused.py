@@ -143,7 +143,8 @@ def test_attention_dropout_equals_simple_with_the_same_mask(shape: tuple[int, ..
     """The fused op drops entries of P with the mask rng.random(P's shape) >= p and rescales the rest."""
     B, H, Hkv, D, T, S, seed = shape
     tl.get_backend().seed(7)
-    keep = to_numpy(tl.get_backend().rng.random((B, Hkv, H // Hkv * T, S))) >= p  # P as the fused op lays it out
+    mask_shape, dtype = (B, Hkv, H // Hkv * T, S), np.float64  # P as the fused op lays it out (float64 inputs)
+    keep = to_numpy(tl.get_backend().rng.random(mask_shape, dtype=dtype)) >= p
     keep = keep.reshape(B, H, T, S)  # (B, Hkv, G*T, S) -> (B, H, T, S): query head h = kv_head * G + g
 
     def fused(*x: tl.Tensor) -> tl.Tensor:

@@ -16,10 +16,12 @@ bits per character, next-token accuracy), save ``out_dir/last``, and ``out_dir/b
 the val loss improved. A loss or gradient norm that is NaN or infinite stops training with
 ``TrainingDiverged``, leaving the last good checkpoint as it was.
 
-Resuming is exact: a checkpoint holds the parameters, AdamW's moments and step count, and the
-state of the backend's random generator (which draws the batches; the dropout masks of
-micro-batch i of step s come from a generator seeded by (seed, s, i)), so on the NumPy backend
-N steps + resume + M steps give the same parameters as N + M steps.
+Resuming is exact, on NumPy and on CuPy alike: a checkpoint holds the parameters, AdamW's moments
+and step counts, and the state of the host (NumPy) generator that draws the batch offsets. The
+device's random numbers (dropout masks) are not saved, because CuPy cannot export its generator's
+state: while micro-batch i of step s is computed, the device generator is one seeded by
+``micro_batch_seed(seed, s, i)`` alone, so it draws the same masks whether or not the run stopped
+before it. Hence N steps + resume + M steps give the same parameters as N + M steps.
 
 Started by a launcher (``mpiexec -n N python ...``), the same loop trains data-parallel
 (``tinyllm.distributed``): a step's global batch is N x grad_accum_steps micro-batches, rank r
@@ -159,9 +161,8 @@ def train_step(
     each rank passes its share of the global batch and the average over ranks makes the gradient
     of the whole batch; in a plain run that all-reduce does nothing.
 
-    ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss (checked before
-    its backward) or gradient norm (checked before the update) raises ``TrainingDiverged`` and
-    leaves the parameters as they were.
+    ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss or gradient norm
+    (both checked before the update) raises ``TrainingDiverged`` and leaves the parameters as they were.
 
     >>> import numpy as np, tinyllm as tl
     >>> from tinyllm.models import ModelConfig, Transformer
@@ -180,10 +181,10 @@ def train_step(
     step_loss = 0.0
     for x, y in micro_batches:  # (B, T) each
         _, loss = model(x, y)
-        loss_value = loss.item()
+        (loss * (1.0 / grad_accum_steps)).backward()  # the mean over all micro-batches
+        loss_value = loss.item()  # read after backward is queued: the GPU is not left idle waiting for us
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
-        (loss * (1.0 / grad_accum_steps)).backward()  # the mean over all micro-batches
         step_loss += loss_value / grad_accum_steps
     dist.all_reduce_gradients(model.parameters())  # several ranks: the mean gradient of the global batch
     step_loss = dist.all_reduce_mean(step_loss)
@@ -264,13 +265,13 @@ def train(
     # -- a new run, or the continuation of a saved one ------------------------------------------
     if checkpoint is None:
         step, best_val_loss, metrics = 0, math.inf, {}
-        backend.seed(config.seed)  # the stream that draws batches and dropout masks
+        batch_rng = np.random.default_rng(config.seed)  # on the host: draws the batch offsets
     else:
         restore(checkpoint, model, optimizer)
         state = checkpoint.training_state()  # CheckpointError if it holds no step to resume from
         step, metrics = state["step"], state.get("metrics", {})
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
-        _restore_rng_state(state)
+        batch_rng = _restore_batch_rng(state, config.seed)
     dist.broadcast_parameters(model.parameters())  # several ranks: all start from rank 0's weights
     start_step, last_saved_step = step, (step if checkpoint else None)
     end_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
@@ -303,7 +304,7 @@ def train(
                     save = {
                         "model": model,
                         "optimizer": optimizer,
-                        "train_state": _train_state(step, best_val_loss, metrics, data),
+                        "train_state": _train_state(step, best_val_loss, metrics, data, batch_rng),
                         "train_config": config.to_dict(),
                         "tokenizer_path": data.tokenizer_path,
                     }
@@ -328,7 +329,8 @@ def train(
                 # This rank's micro-batches of the global batch (all of them in a plain run), with dropout
                 # masks seeded by (seed, step, micro-batch): the same result on any number of ranks.
                 micro_batches = dist.local_micro_batches(data, config.batch_size, config.block_size,
-                                                         config.grad_accum_steps, config.seed, step)
+                                                         config.grad_accum_steps, config.seed, step,
+                                                         rng=batch_rng)
                 step_loss, grad_norm = train_step(model, optimizer, micro_batches, lr, config.grad_clip,
                                                   config.grad_accum_steps)
             except TrainingDiverged as error:  # add where the run stands and what to do
@@ -360,35 +362,34 @@ def train(
     return {"step": step, **metrics, "best_val_loss": best_val_loss, "tokens_per_second": average}
 
 
-def _train_state(step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset) -> dict[str, Any]:
+def _train_state(
+    step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset, batch_rng: np.random.Generator
+) -> dict[str, Any]:
     """What a checkpoint needs beyond the tensors to continue exactly where this run is."""
-    backend = get_backend()
-    try:
-        rng_state = backend.get_rng_state()
-    except NotImplementedError:  # some CuPy versions cannot export their generator
-        rng_state = None
     return {
         "step": step,
         "best_val_loss": best_val_loss if math.isfinite(best_val_loss) else None,
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
-        "backend": backend.name,
-        "rng_state": rng_state,
+        "backend": get_backend().name,
+        "batch_rng_state": batch_rng.bit_generator.state,  # JSON-friendly: {"bit_generator": "PCG64", ...}
         "val_chars_per_token": data.chars_per_token,
         "text_sha256": data.text_sha256,
         "world_size": dist.world_size(),  # ranks that shared each global batch (grad_accum_steps is per rank)
     }
 
 
-def _restore_rng_state(state: dict[str, Any]) -> None:
-    backend = get_backend()
-    if state.get("rng_state") is None or state.get("backend") != backend.name:
+def _restore_batch_rng(state: dict[str, Any], seed: int) -> np.random.Generator:
+    """The batch generator as the checkpoint left it (a checkpoint from before it was saved: warn, reseed)."""
+    batch_rng = np.random.default_rng(seed)
+    if state.get("batch_rng_state") is None:
         warnings.warn(
-            f"the checkpoint's random state (backend {state.get('backend')!r}) cannot be restored on the "
-            f"{backend.name!r} backend: training continues, but not bit-identically to an uninterrupted run",
+            "the checkpoint holds no state of the batch generator (it predates it): training continues, "
+            "but not bit-identically to an uninterrupted run",
             stacklevel=3,
         )
-        return
-    backend.set_rng_state(state["rng_state"])
+        return batch_rng
+    batch_rng.bit_generator.state = state["batch_rng_state"]
+    return batch_rng
 
 
 def _diverged_message(

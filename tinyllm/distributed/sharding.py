@@ -10,12 +10,12 @@ One optimizer step uses a *global batch* of ``grad_accum_steps x world_size`` mi
 Two things make the run the same for any number of ranks with the same global batch (1
 process with grad_accum_steps 8, 2 ranks with 4, 4 ranks with 2, 8 ranks with 1):
 
-- the data: every rank draws the offsets of *every* micro-batch from the backend's generator
-  and keeps its own, so all ranks' generators stay in step with a single process's (drawing
-  offsets is cheap; the forward and backward passes are what is shared);
+- the data: every rank draws the offsets of *every* micro-batch from the host generator of the
+  batches and keeps its own, so all ranks' generators stay in step with a single process's
+  (drawing offsets is cheap; the forward and backward passes are what is shared);
 - the dropout masks: while micro-batch i is computed, the backend's generator is one seeded by
-  (seed, step, i) alone, so the masks of micro-batch i do not depend on which rank draws them.
-  Afterwards the main generator is back, untouched by dropout.
+  (seed, step, i) alone, so the masks of micro-batch i do not depend on which rank draws them
+  (nor on whether the run was resumed: CuPy cannot save a generator's state, so none is saved).
 
     >>> [i for i in range(8) if is_my_share(i)]      # a plain run does everything
     [0, 1, 2, 3, 4, 5, 6, 7]
@@ -44,31 +44,27 @@ def micro_batch_seed(seed: int, step: int, index: int) -> int:
     streams: ``micro_batch_seed(1337, 0, 1) != micro_batch_seed(1337, 1, 0)``.
     """
     entropy = [value % 2**64 for value in (seed, step, index)]  # SeedSequence wants non-negative integers
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])  # 32 bits: any backend's generator takes it
 
 
 def local_micro_batches(
-    data: Any, batch_size: int, block_size: int, grad_accum_steps: int, seed: int, step: int
+    data: Any, batch_size: int, block_size: int, grad_accum_steps: int, seed: int, step: int, rng: np.random.Generator
 ) -> Iterator[tuple[Any, Any]]:
     """Yield this rank's ``grad_accum_steps`` micro-batches ``(x, y)``, each (batch_size, block_size), of step ``step``.
 
-    ``data`` is a ``TokenDataset``. While the body of the caller's loop runs for micro-batch i,
-    the backend's generator (dropout) is seeded by ``micro_batch_seed(seed, step, i)``; it is
-    restored to the main generator (data offsets, checkpointed) between and after them.
+    ``data`` is a ``TokenDataset``; ``rng`` is the host generator of the batch offsets (the one a
+    checkpoint saves), from which every rank draws every micro-batch of the global batch. While
+    the body of the caller's loop runs for micro-batch i, the backend's generator (dropout) is
+    one seeded by ``micro_batch_seed(seed, step, i)``.
     """
     backend = get_backend()
     n_ranks, me = world_size(), rank()
-    main_rng = backend.rng
-    try:
-        for index in range(grad_accum_steps * n_ranks):  # every micro-batch of the global batch
-            backend.rng = main_rng
-            x, y = data.get_batch("train", batch_size, block_size)  # (B, T) each; drawn by every rank
-            if index % n_ranks != me:
-                continue  # another rank's share
-            backend.rng = backend.xp.random.default_rng(micro_batch_seed(seed, step, index))
-            yield x, y
-    finally:
-        backend.rng = main_rng
+    for index in range(grad_accum_steps * n_ranks):  # every micro-batch of the global batch
+        x, y = data.get_batch("train", batch_size, block_size, rng=rng)  # (B, T) each; drawn by every rank
+        if index % n_ranks != me:
+            continue  # another rank's share
+        backend.seed(micro_batch_seed(seed, step, index))  # this micro-batch's dropout masks, on any rank
+        yield x, y
 
 
 def resumed_grad_accum_steps(saved_grad_accum_steps: int, saved_world_size: int) -> int:

@@ -119,29 +119,33 @@ class ScaledDotProductAttention(Function):
         qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
         scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
         per_row = self.key_padding_mask is not None or self.query_start is not None
-        if per_row:
-            scores5 = scores.reshape(B, Hkv, G, T, S)
-            scores5 += self._row_mask(B, T, S, scores.dtype)  # (B, 1, 1, T, S) broadcast over the heads
-        elif self.is_causal and T > 1:
-            # Additive mask (T, S): 0 where key j <= i + S - T, -inf after; one broadcast add over the groups.
-            future = xp.triu(xp.full((T, S), -xp.inf, dtype=scores.dtype), k=S - T + 1)
-            scores5 = scores.reshape(B, Hkv, G, T, S)
-            scores5 += future
-        # Row softmax, in place.
-        row_max = scores.max(axis=-1, keepdims=True)
-        if per_row:  # a query that may see no key: max -inf; subtract 0 instead, so its row is exp(-inf) = 0
-            row_max[row_max == -xp.inf] = 0.0
-        scores -= row_max
-        xp.exp(scores, out=scores)
-        row_sum = scores.sum(axis=-1, keepdims=True)
-        if per_row:
-            row_sum[row_sum == 0.0] = 1.0  # such a row stays all zeros
-        scores *= 1.0 / row_sum
+        kernels = get_backend().kernels
+        if not per_row and kernels is not None and kernels.usable(scores) and scores.flags.c_contiguous:
+            kernels.causal_softmax_(scores, T, self.is_causal)  # on CuPy: the mask and softmax below, one launch
+        else:
+            if per_row:
+                scores5 = scores.reshape(B, Hkv, G, T, S)
+                scores5 += self._row_mask(B, T, S, scores.dtype)  # (B, 1, 1, T, S) broadcast over the heads
+            elif self.is_causal and T > 1:
+                # Additive mask (T, S): 0 where key j <= i + S - T, -inf after; one broadcast add over the groups.
+                future = xp.triu(xp.full((T, S), -xp.inf, dtype=scores.dtype), k=S - T + 1)
+                scores5 = scores.reshape(B, Hkv, G, T, S)
+                scores5 += future
+            # Row softmax, in place.
+            row_max = scores.max(axis=-1, keepdims=True)
+            if per_row:  # a query that may see no key: max -inf; subtract 0 instead, so its row is exp(-inf) = 0
+                row_max[row_max == -xp.inf] = 0.0
+            scores -= row_max
+            xp.exp(scores, out=scores)
+            row_sum = scores.sum(axis=-1, keepdims=True)
+            if per_row:
+                row_sum[row_sum == 0.0] = 1.0  # such a row stays all zeros
+            scores *= 1.0 / row_sum
         probs = scores  # (B, Hkv, G*T, S)
 
         keep = None
         if self.dropout_p > 0.0:
-            keep = get_backend().rng.random(probs.shape) >= self.dropout_p  # (B, Hkv, G*T, S)
+            keep = get_backend().rng.random(probs.shape, dtype=probs.dtype) >= self.dropout_p  # (B, Hkv, G*T, S)
             dropped = probs * keep / (1.0 - self.dropout_p)
         else:
             dropped = probs
@@ -159,13 +163,19 @@ class ScaledDotProductAttention(Function):
             dropped = probs
         gv = dropped.swapaxes(-1, -2) @ gout  # (B, Hkv, S, D)
         gprobs = gout @ v.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
-        if keep is not None:
-            gprobs *= keep / (1.0 - self.dropout_p)
+        if keep is not None:  # in two steps: keep / (1 - p) alone would be a float64 array of P's size
+            gprobs *= keep
+            gprobs /= 1.0 - self.dropout_p
         # dscores = P * (dP - rowsum(dP * P)), in place in gprobs. The row sum needs no (G*T, S)
         # product: rowsum_j(dP_ij P_ij) = rowsum_j((dout_i . v_j) P_ij) = dout_i . out_i, (G*T, D) work.
         # (With dropout the same identity holds for the dropped P that made out.)
-        gprobs -= (gout * out).sum(axis=-1, keepdims=True)
-        gprobs *= probs
+        rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
+        kernels = get_backend().kernels
+        if kernels is not None and kernels.usable(gprobs):
+            gprobs = kernels.softmax_backward(probs, gprobs, rowdot)  # the two lines below in one pass
+        else:
+            gprobs -= rowdot
+            gprobs *= probs
         scale = self.scale_used  # applied to the small (T, D) results, not the (T, S) scores
         gq = ((gprobs @ k) * scale).reshape(B, H, T, D)  # (B, H, T, D)
         gk = gprobs.swapaxes(-1, -2) @ (qg * scale)  # (B, Hkv, S, D)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...autograd.function import Function
+from ...backends import get_backend
 
 
 class ApplyRope(Function):
@@ -46,6 +47,9 @@ class ApplyRope(Function):
                 f"(T, head_dim/2) = {(x.shape[-2], half)} or, per row, {per_row}; got {self.cos.shape}"
             )
         cos, sin = self.cos.astype(x.dtype, copy=False), self.sin.astype(x.dtype, copy=False)
+        kernels = get_backend().kernels  # on CuPy: the two lines below in one CUDA launch
+        if kernels is not None and kernels.usable(x):
+            return kernels.rope(x, cos, sin)
         x1, x2 = x[..., :half], x[..., half:]  # (..., T, D/2) each
         y = self.xp.empty_like(x)
         y[..., :half] = x1 * cos - x2 * sin
@@ -55,6 +59,9 @@ class ApplyRope(Function):
     def backward(self, gy: Any) -> Any:
         half = gy.shape[-1] // 2
         cos, sin = self.cos.astype(gy.dtype, copy=False), self.sin.astype(gy.dtype, copy=False)
+        kernels = get_backend().kernels
+        if kernels is not None and kernels.usable(gy):
+            return kernels.rope(gy, cos, sin, inverse=True)
         g1, g2 = gy[..., :half], gy[..., half:]
         gx = self.xp.empty_like(gy)
         gx[..., :half] = g1 * cos + g2 * sin
