@@ -21,6 +21,7 @@ from .kv_cache import KVCache
 from .module import Module
 from .normalization import LayerNorm, RMSNorm
 from .rotary import RotaryEmbedding
+from .row_positions import RowPositions
 
 
 class TransformerBlock(Module):
@@ -54,10 +55,15 @@ class TransformerBlock(Module):
         self.dropout = dropout
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        rows: RowPositions | None = None,
     ) -> Tensor:
         p = self.dropout if self.training else 0.0
-        a = self.attention(self.attention_norm(x), rope, cache, layer)  # (B, T, dim): norm, then attention
+        a = self.attention(self.attention_norm(x), rope, cache, layer, rows)  # (B, T, dim): norm, then attention
         h = x + dropout(a, p, self.training)  # (B, T, dim): added into the residual stream
         f = self.feed_forward(self.ffn_norm(h))  # (B, T, dim): norm, then SwiGLU (hidden width inside)
         return h + dropout(f, p, self.training)  # (B, T, dim)

@@ -31,7 +31,8 @@ from ...backends import get_backend
 
 
 class ApplyRope(Function):
-    """Rotate ``x`` (B, n_heads, T, head_dim) with tables ``cos``/``sin`` (T, head_dim/2)."""
+    """Rotate ``x`` (B, n_heads, T, head_dim) with tables ``cos``/``sin`` (T, head_dim/2), or (B, 1, T, head_dim/2)
+    when each row sits at its own positions (a batch of sequences of different lengths)."""
 
     def __init__(self, cos: Any, sin: Any) -> None:
         self.cos = cos  # (T, D/2), constants: no gradient
@@ -39,10 +40,11 @@ class ApplyRope(Function):
 
     def forward(self, x: Any) -> Any:
         half = x.shape[-1] // 2
-        if x.shape[-1] % 2 or self.cos.shape != (x.shape[-2], half):
+        per_row = (x.shape[0], 1, x.shape[-2], half)  # one table per row: rows at different positions
+        if x.shape[-1] % 2 or self.cos.shape not in ((x.shape[-2], half), per_row):
             raise ValueError(
                 f"apply_rope: x {x.shape} (..., T, head_dim) needs an even head_dim and cos/sin tables of shape "
-                f"(T, head_dim/2) = {(x.shape[-2], half)}, got {self.cos.shape}"
+                f"(T, head_dim/2) = {(x.shape[-2], half)} or, per row, {per_row}; got {self.cos.shape}"
             )
         cos, sin = self.cos.astype(x.dtype, copy=False), self.sin.astype(x.dtype, copy=False)
         kernels = get_backend().kernels  # on CuPy: the two lines below in one CUDA launch
