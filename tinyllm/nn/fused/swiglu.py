@@ -32,8 +32,11 @@ class SwiGLUFunction(Function):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b, s = self.saved
+        need_a, need_b = self.needs_input_grad or (True, True)
         silu = a * s
-        gb = gy * silu
+        gb = gy * silu if need_b else None
+        if not need_a:
+            return None, gb
         # ga = gy * b * (s + silu * (1 - s)), built in place in the silu buffer
         silu *= 1.0 - s
         silu += s
