@@ -24,6 +24,7 @@ from .lora import (
     lora_parameters,
     merge_lora,
 )
+from .peft import load_lora, save_lora
 
 __all__ = [
     "LoRALinear",
@@ -31,6 +32,8 @@ __all__ = [
     "apply_lora",
     "count_trainable",
     "lora_layers",
+    "load_lora",
     "lora_parameters",
     "merge_lora",
+    "save_lora",
 ]
