@@ -15,6 +15,8 @@ Files, one concept each:
 - loop.py   ``finetune``: a small training loop over those batches (adapter-only checkpoints)
 """
 
+from .data import ChatDataset, encode_chat, load_chat_jsonl, load_text
+from .loop import finetune, load_adapter_checkpoint, make_optimizer, save_adapter_checkpoint
 from .lora import (
     LoraConfig,
     LoRALinear,
@@ -27,13 +29,21 @@ from .lora import (
 from .peft import load_lora, save_lora
 
 __all__ = [
+    "ChatDataset",
     "LoRALinear",
     "LoraConfig",
     "apply_lora",
     "count_trainable",
+    "encode_chat",
+    "finetune",
+    "load_adapter_checkpoint",
+    "load_chat_jsonl",
+    "load_text",
     "lora_layers",
     "load_lora",
     "lora_parameters",
+    "make_optimizer",
     "merge_lora",
+    "save_adapter_checkpoint",
     "save_lora",
 ]
