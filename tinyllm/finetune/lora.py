@@ -101,7 +101,7 @@ class LoRALinear(Module):
         self.base_layer = base.requires_grad_(False)
         dtype = base.weight.dtype
         bound = 1.0 / math.sqrt(self.in_features)  # kaiming_uniform_(a=sqrt(5)), as PEFT and nn.Linear
-        a = get_backend().rng.uniform(-bound, bound, size=(self.r, self.in_features))
+        a = get_backend().rng.random((self.r, self.in_features)) * (2 * bound) - bound  # uniform in [-bound, bound)
         self.lora_A = Parameter(get_backend().asarray(a, dtype=dtype))  # (r, in)
         self.lora_B = Parameter(get_backend().xp.zeros((self.out_features, self.r), dtype=dtype))  # (out, r)
 
