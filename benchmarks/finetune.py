@@ -69,6 +69,24 @@ def tinyllm_step_fn(model, x, y, lr: float):  # noqa: ANN001, ANN201
     return step
 
 
+def torch_step_fn(torch_model, x, y, lr: float):  # noqa: ANN001, ANN201
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.AdamW([p for p in torch_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> float:
+        logits = torch_model(input_ids=tx).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ty.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
 def child(variant: str, args: argparse.Namespace) -> None:
     """One variant in a fresh process: print a JSON line with tokens/s, peak RSS and parameter counts."""
     import tinyllm as tl
@@ -118,9 +136,7 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def speed(args: argparse.Namespace) -> None:
-    import numpy as np
     import torch
-    import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -146,16 +162,7 @@ def speed(args: argparse.Namespace) -> None:
         torch_model.train()
         x, y = batch(tokenizer, args.batch, args.context)
         ours = tinyllm_step_fn(model, x, y, lr)
-        optimizer = torch.optim.AdamW([p for p in torch_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def theirs() -> float:
-            logits = torch_model(input_ids=tx).logits
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ty.reshape(-1))
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss.item()
+        theirs = torch_step_fn(torch_model, x, y, lr)
 
         first = (ours(), theirs())  # warm-up; same batch, same weights: the losses agree
         times: dict[str, list[float]] = {"tinyllm": [], "torch": []}
@@ -172,8 +179,7 @@ def speed(args: argparse.Namespace) -> None:
             print(f"  {name:8s} median step {med[name]:.2f} s = {tokens / med[name]:7.1f} tokens/s   "
                   f"(steps: {', '.join(f'{t:.2f}' for t in times[name])})")
         print(f"  tinyllm / torch speed: {med['torch'] / med['tinyllm']:.2f}x")
-        del model, hf, torch_model, optimizer
-        np.random.default_rng(0)
+        del model, hf, torch_model, ours, theirs  # free one variant's models before loading the next
 
 
 def main() -> None:

@@ -87,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default {default})")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes of training")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of the data held out for validation")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --out-dir/last (LoRA: its adapters; --full: the whole model)")
     parser.add_argument("--save-adapter", type=Path, default=None,
                         help="write the adapter here in PEFT's format (adapter_config.json, adapter_model.safetensors)")
     parser.add_argument("--save-merged", type=Path, default=None,
@@ -158,8 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     resume = None
     if args.full:
         model.requires_grad_(True)
-        if args.resume:
-            sys.exit("error: --resume is for LoRA runs here; for full fine-tuning load --model OUT/last instead")
+        if args.resume:  # a full run's checkpoint is an ordinary tinyllm checkpoint: weights, AdamW state, loop state
+            from tinyllm.checkpoint import CheckpointError, load_checkpoint, restore
+
+            try:
+                checkpoint = load_checkpoint(args.out_dir / "last")
+                restore(checkpoint, model)
+            except CheckpointError as error:
+                sys.exit(f"error: cannot resume: {error}")
+            resume = (checkpoint.optimizer_state, checkpoint.train_state)
+            print(f"[resuming from {args.out_dir / 'last'} at step {checkpoint.train_state['step']}]")
     elif args.resume:
         try:
             resume = load_adapter_checkpoint(args.out_dir / "last", model)

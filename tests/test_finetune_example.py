@@ -55,3 +55,16 @@ def test_bad_input_is_named(tmp_path):
     chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}))
     result = run(SCRIPT, "--model", str(MODEL), "--data", str(chat), "--out-dir", str(tmp_path), "--block-size", "16")
     assert result.returncode != 0 and "valid roles: system, user, assistant" in result.stderr
+
+
+def test_full_run_resumes(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("ROMEO: But soft, what light through yonder window breaks?\n" * 40)
+    common = ("--model", str(MODEL), "--data", str(text), "--block-size", "16", "--batch-size", "2", "--eval-iters", "1",
+              "--eval-interval", "2", "--out-dir", str(tmp_path / "run"), "--no-progress", "--sample-tokens", "0",
+              "--full")
+    first = run(SCRIPT, *common, "--max-steps", "2")
+    assert first.returncode == 0 and "full fine-tuning" in first.stdout, first.stderr
+    resumed = run(SCRIPT, *common, "--max-steps", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step 2" in resumed.stdout and "step 4: val loss" in resumed.stdout
