@@ -41,6 +41,14 @@ def set_threads(n: int) -> None:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory, MiB: VmHWM, which starts afresh at exec (ru_maxrss does not: a child
+    started by a large parent reports the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
