@@ -99,3 +99,5 @@ def test_unsupported_peft_options_are_named(tmp_path):
         load_lora(base_model(), tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="not a PEFT adapter folder"):
         load_lora(base_model(), tmp_path)
+    with pytest.raises(ValueError, match="already has LoRA adapters"):
+        load_lora(load_lora(base_model(), PEFT / "adapter"), PEFT / "adapter")

@@ -49,8 +49,6 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 
-_HF_MODULE = {"attention.": "self_attn.", "feed_forward.": "mlp."}
-
 
 def hf_module_name(name: str) -> str:
     """tinyllm module name -> Hugging Face module name.
@@ -169,6 +167,8 @@ def load_lora(model: Module, directory: str | os.PathLike) -> Module:
     adapter made for another base model (other sizes, more layers) is an error that names each
     mismatch, and the model is left as it was.
     """
+    if lora_layers(model):
+        raise ValueError("this model already has LoRA adapters; load the adapter into a fresh base model")
     config = read_adapter_config(directory)
     tensors = load_adapter_tensors(directory)
     targets = [TINYLLM_NAMES.get(name, name) for name in config["target_modules"]]
@@ -202,9 +202,9 @@ def load_lora(model: Module, directory: str | os.PathLike) -> Module:
     if problems:
         raise ValueError(f"cannot load the adapter in {directory} into this model (was it made for another base "
                          f"model?): " + "; ".join(problems))
-    missing = [n for n in layer_names if n.rsplit(".", 1)[-1] not in targets]
-    if missing:
-        raise ValueError(f"{directory}: tensors for {missing[0]} but its target_modules are {config['target_modules']}")
+    untargeted = [n for n in layer_names if n.rsplit(".", 1)[-1] not in targets]
+    if untargeted:
+        raise ValueError(f"{directory}: tensors for {untargeted[0]} but its target_modules are {config['target_modules']}")
     r, alpha = int(config["r"]), float(config["lora_alpha"])
     if config.get("use_rslora"):
         alpha *= r**0.5  # rsLoRA scales by alpha / sqrt(r), which is (alpha sqrt(r)) / r
