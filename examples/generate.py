@@ -261,6 +261,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="inputs per scale for --quantize (default 32; 0 = one scale per row, int8 only)")
     parser.add_argument("--keep-quantized", action="store_true",
                         help="for a GGUF file: keep its Q8_0/Q4_0/Q4_1 blocks as stored instead of converting to float32")
+    parser.add_argument("--lora", type=Path, default=None,
+                        help="a LoRA adapter folder (PEFT's format: examples/finetune.py --save-adapter, its "
+                             "out/finetune/best, or one PEFT wrote) to apply to --model")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
                         help="array backend (default: $TINYLLM_BACKEND or numpy; cupy needs an NVIDIA GPU)")
     add_debug_flag(parser)
@@ -299,6 +302,13 @@ def main(argv: list[str] | None = None) -> None:
         model.config.max_seq_len = args.max_seq_len  # generation and the KV cache stop there (RoPE keeps its rows)
     if args.quantize:
         tl.quantize(model, args.quantize, group_size=args.group_size or None, include_embeddings=True)
+    if args.lora is not None:
+        from tinyllm.finetune import load_lora
+
+        try:
+            load_lora(model, args.lora)
+        except (OSError, ValueError) as error:
+            sys.exit(f"error: --lora {args.lora}: {error}")
     print(f"[loaded {path} in {time.perf_counter() - start:.1f} s: {count_parameters(model.config):,} parameters in "
           f"{tl.quant.weight_bytes(model) / 2**20:,.1f} MiB{' (' + args.quantize + ')' if args.quantize else ''}, "
           f"backend {tl.get_backend().name}]", file=sys.stderr)

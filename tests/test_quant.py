@@ -20,7 +20,6 @@ from hypothesis.extra import numpy as hnp
 import tinyllm as tl
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.quant import (
-    INFERENCE_ONLY,
     Int8Weight,
     Q4Weight,
     QuantizedEmbedding,
@@ -273,19 +272,21 @@ def test_quantized_model_generates_the_same_with_and_without_cache():
     assert cached == uncached and len(cached) == 8
 
 
-def test_training_a_quantized_model_raises():
-    model = quantize(tiny_model(), "int8", include_embeddings=True)
-    targets = np.roll(IDS, -1, axis=1)
-    with pytest.raises(RuntimeError, match="quantized models are inference-only"):
-        model(IDS, targets)  # grad mode, and the norms' weights require grad
-    # an input that requires grad is refused too; under no_grad the output is a constant
-    layer = model.layers[0].attention.wq
-    x = tl.tensor(np.ones((1, 64), dtype=np.float32), requires_grad=True)
-    with pytest.raises(RuntimeError, match="inference-only"):
-        layer(x)
+@pytest.mark.parametrize("scheme", ["int8", "q4"])
+def test_quantized_layer_passes_gradients_to_its_input_only(scheme):
+    layer = quantize(tiny_model(), scheme, include_embeddings=True).layers[0].attention.wq
+    dense = layer.weight.dequantize()  # (out, in): what the layer multiplies by
+    x = tl.tensor(np.random.default_rng(0).standard_normal((2, 3, 64)).astype(np.float32), requires_grad=True)
+    gy = np.random.default_rng(1).standard_normal((2, 3, 64)).astype(np.float32)
+    y = layer(x)
+    y.backward(gy)
+    np.testing.assert_allclose(x.grad, gy @ dense, rtol=1e-4, atol=1e-5)  # dx = dy W
+    layer.weight.block_elements = 64 * 16  # several blocks of rows: the same sum
+    x.zero_grad()
+    layer(x).backward(gy)
+    np.testing.assert_allclose(x.grad, gy @ dense, rtol=1e-4, atol=1e-5)
     with tl.no_grad():
         assert not layer(x).requires_grad
-    assert "no_grad" in INFERENCE_ONLY
 
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -12,6 +12,18 @@ Each Function keeps only what its backward needs (``self.save(...)``), never
 more, and ``Tensor.backward`` drops that state once it has been used, so the
 graph of one training step is freed when its backward is done.
 
+Which inputs need a gradient. Before ``forward`` runs, ``__call__`` sets
+``self.needs_input_grad``, one bool per input (as PyTorch's
+``ctx.needs_input_grad``): True when gradients are being recorded and that input
+requires grad (a trainable parameter, or a tensor computed from one). A frozen
+parameter (``requires_grad=False``, e.g. after ``model.requires_grad_(False)``)
+and a constant input read False. ``backward`` may return ``None`` for such an
+input and skip its work: the fused linear computes no ``dW = dy^T x`` for a
+frozen weight (and no ``dx`` for an input that needs none), which is what makes
+a frozen base model cost nothing in LoRA fine-tuning. ``forward`` may also use
+it to save less. Returning an array anyway is allowed: ``Tensor.backward``
+drops gradients of inputs that do not require grad.
+
 Writing a new op (compare DeZero's ``functions.py``)::
 
     class Exp(Function):
@@ -93,6 +105,7 @@ class Function:
     outputs: list[weakref.ref] | None
     generation: int
     saved: tuple
+    needs_input_grad: tuple[bool, ...] = ()  # one per input, set by __call__ before forward
 
     @property
     def xp(self) -> Any:
@@ -113,11 +126,13 @@ class Function:
             like = floating_dtype_of(inputs)
             tensors = tuple(x if isinstance(x, Tensor) else as_tensor(x, dtype=like) for x in inputs)
         arrays = [t.data for t in tensors]
+        recording = is_grad_enabled()
+        self.needs_input_grad = tuple(recording and t.requires_grad for t in tensors)
         outputs = self.forward(*arrays)
         single = not isinstance(outputs, tuple)
         if single:
             outputs = (outputs,)
-        needs_grad = is_grad_enabled() and any(t.requires_grad for t in tensors)
+        needs_grad = any(self.needs_input_grad)
         # Integer or boolean results (argmax-like, casts to int) never require grad.
         results = [Tensor(y, requires_grad=needs_grad and is_floating(y.dtype), _is_result=True) for y in outputs]
         if needs_grad:

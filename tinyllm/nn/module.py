@@ -181,6 +181,21 @@ class Module:
         """Evaluation mode (dropout off); same as ``train(False)``."""
         return self.train(False)
 
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (``False``) or unfreeze every parameter of this module and its children; returns self.
+
+        A frozen parameter gets no ``.grad`` and costs no backward work (see ``Function.needs_input_grad``):
+        ``model.requires_grad_(False)`` then unfreezing a few layers, or LoRA (``tinyllm.finetune``).
+
+        >>> from tinyllm.nn import Linear
+        >>> layer = Linear(4, 3).requires_grad_(False)
+        >>> layer.weight.requires_grad
+        False
+        """
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
     def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to None. Gradients add up across backward calls until this."""
         for param in self.parameters():

@@ -11,7 +11,7 @@ Files, one concept each:
 - weight.py     ``QuantizedWeight``: a matrix kept quantized, multiplied a block of rows at a time
 - int8.py       ``Int8Weight``: symmetric int8, in groups (GGUF Q8_0) or one scale per output row
 - q4.py         ``Q4Weight``: 4-bit with scale and minimum per group, two values a byte (GGUF Q4_1, Q4_0)
-- linear.py     ``QuantizedLinear`` (inference only) and the error that training raises
+- linear.py     ``QuantizedLinear``: gradients flow to its input (for LoRA on a quantized base), never to W
 - embedding.py  ``QuantizedEmbedding``
 - convert.py    ``quantize(model, scheme)``, ``weight_bytes(model)``
 - assemble.py   building a quantized Transformer without ever holding all its float weights
@@ -34,16 +34,16 @@ What quantization buys, by backend (docs/quantization.md has the measurements an
 from .convert import quantize, quantize_weight, weight_bytes
 from .embedding import QuantizedEmbedding
 from .int8 import Int8Weight, quantize_int8
-from .linear import INFERENCE_ONLY, QuantizedLinear
+from .linear import QuantizedLinear, QuantizedLinearFunction
 from .q4 import Q4Weight, pack_nibbles, quantize_q4, unpack_nibbles
 from .weight import QuantizedWeight
 
 __all__ = [
-    "INFERENCE_ONLY",
     "Int8Weight",
     "Q4Weight",
     "QuantizedEmbedding",
     "QuantizedLinear",
+    "QuantizedLinearFunction",
     "QuantizedWeight",
     "pack_nibbles",
     "quantize",

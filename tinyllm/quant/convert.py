@@ -53,7 +53,7 @@ def quantize(model: Module, scheme: str = "int8", group_size: int | None = 32,
              include_embeddings: bool = False) -> Module:
     """Replace the model's Linear layers (and optionally embeddings and output projection) by quantized ones.
 
-    In place; returns the model. The result is inference-only (see ``QuantizedLinear``).
+    In place; returns the model. The quantized weights are frozen (see ``QuantizedLinear``); LoRA can train on them.
     ``scheme``: "int8" (symmetric) or "q4" (4-bit with a scale and a minimum), each with one scale
     per ``group_size`` consecutive inputs of a row (32: llama.cpp's Q8_0 and Q4_1 blocks).
     ``group_size=None`` gives int8 one scale per output row: slightly smaller and faster, less exact.

@@ -1,4 +1,4 @@
-"""``QuantizedLinear``: y = x W^T (+ b) with W kept quantized (int8 or q4); inference only.
+"""``QuantizedLinear``: y = x W^T (+ b) with W kept quantized (int8 or q4); gradients flow to x, never to W.
 
 The weight is a ``QuantizedWeight`` (weight.py): int8 values and scales, or packed 4-bit values,
 scales and minimums. The schemes, for each group of ``group_size`` inputs of one output row:
@@ -9,9 +9,14 @@ scales and minimums. The schemes, for each group of ``group_size`` inputs of one
 The forward never builds the float W: it dequantizes one block of rows at a time (or, for a
 single token, applies the scales after each group's dot product; see weight.py).
 
-There is no backward. Rounding to 255 or 16 levels has no useful gradient, and the point of
-these layers is to run a trained model in less memory: train the float model, then quantize.
-Calling a quantized layer while gradients are being recorded for its input raises.
+The weight is frozen: rounding to 255 or 16 levels has no useful gradient, and these layers
+exist to hold a model in less memory. But the layer passes gradients through to its input,
+
+    dx = dy W          (N, in), again a block of rows of W at a time (``QuantizedWeight.input_grad``)
+
+which is what training a LoRA adapter on a quantized base needs (QLoRA's idea, Dettmers et al.
+2023): the adapters before and after this layer learn while W stays in its few bits. The bias,
+when there is one, is an ordinary float parameter.
 """
 
 from __future__ import annotations
@@ -19,21 +24,30 @@ from __future__ import annotations
 from typing import Any
 
 from ..autograd import Tensor, is_grad_enabled
+from ..autograd.function import Function
 from ..backends import get_backend
 from ..nn.linear import Linear
 from ..nn.module import Module, Parameter
 from .weight import QuantizedWeight
 
-INFERENCE_ONLY = (
-    "quantized models are inference-only: their integer weights have no gradient. Run them inside "
-    "`with tinyllm.no_grad():` (generate() already does), or train the float32 model and quantize it afterwards."
-)
 
+class QuantizedLinearFunction(Function):
+    """y = x W^T with W quantized;  dx = dy W, W itself gets no gradient (it is not an input of the op).
 
-def check_inference(*tensors: Any) -> None:
-    """Raise the inference-only error if autograd would record a graph through these tensors."""
-    if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
-        raise RuntimeError(INFERENCE_ONLY)
+    x (..., in) -> y (..., out). Nothing is saved for backward but the weight's reference.
+    """
+
+    def __init__(self, weight: QuantizedWeight) -> None:
+        self.weight = weight
+
+    def forward(self, x: Any) -> Any:
+        self.x_shape = x.shape
+        y = self.weight.matmul(x.reshape(-1, x.shape[-1]))  # (N, out)
+        return y.reshape(*x.shape[:-1], self.weight.shape[0])
+
+    def backward(self, gy: Any) -> Any:
+        gx = self.weight.input_grad(gy.reshape(-1, gy.shape[-1]))  # (N, in)
+        return gx.reshape(self.x_shape)
 
 
 class QuantizedLinear(Module):
@@ -60,9 +74,10 @@ class QuantizedLinear(Module):
         return cls(quantize_weight(linear.weight.data, scheme, group_size), linear.bias)
 
     def forward(self, x: Any) -> Tensor:
-        check_inference(x, self.bias)
-        # Nothing is recorded for autograd (check_inference made sure nothing needs to be), so the
-        # product runs on the raw arrays, without a Function: x (..., in) -> y (..., out).
+        if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (x, self.bias)):
+            y = QuantizedLinearFunction(self.weight)(x)  # (..., out), recorded: dx = dy W in backward
+            return y if self.bias is None else y + self.bias
+        # Nothing to record for autograd: the product runs on the raw arrays, x (..., in) -> y (..., out).
         x = x.data if isinstance(x, Tensor) else get_backend().asarray(x)
         y = self.weight.matmul(x.reshape(-1, self.in_features))  # (N, out)
         if self.bias is not None:

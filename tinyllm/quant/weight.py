@@ -145,6 +145,26 @@ class QuantizedWeight:
             y[:, start:stop] = product(start, stop)
         return y
 
+    def input_grad(self, gy: Any) -> Any:
+        """``gy @ W`` for gy (N, out_features): the gradient of ``x @ W^T`` with respect to x, (N, in_features).
+
+        Training a LoRA adapter (or anything before this layer) on a quantized base needs dL/dx;
+        the weight itself gets no gradient. As in ``matmul``, W is never whole in float: each
+        block of output rows is dequantized and its share of the sum added in::
+
+            dx = sum over blocks r0:r1 of  gy[:, r0:r1] @ W[r0:r1]
+        """
+        xp = get_backend().xp
+        n_rows, out_features = gy.shape
+        if out_features != self.shape[0]:
+            raise ValueError(f"gradient has {out_features} features but the weight {self.shape} has {self.shape[0]} outputs")
+        if self.shape[0] * self.shape[1] <= self.block_elements:  # one block
+            return gy @ self.dequantize_rows(slice(0, self.shape[0]), gy.dtype)
+        gx = xp.zeros((n_rows, self.shape[1]), dtype=gy.dtype)  # (N, in)
+        for start, stop in self.row_blocks():
+            gx += gy[:, start:stop] @ self.dequantize_rows(slice(start, stop), gy.dtype)
+        return gx
+
     def describe(self) -> dict[str, Any]:
         """The JSON description a checkpoint stores next to the arrays."""
         return {"scheme": self.scheme, "shape": list(self.shape), "group_size": self.group_size}

@@ -70,12 +70,13 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
             model, tokenizer = load_pretrained(path, max_seq_len=args.max_seq_len)
     if tokenizer is None:
         sys.exit(f"{path} holds no tokenizer: the server cannot turn text into token ids")
-    if args.lora is not None:
+    if args.lora is not None:  # folded into the weights: serving an adapter then costs nothing per token
+        from tinyllm.finetune import load_lora, merge_lora
+
         try:
-            from tinyllm.nn.lora import load_lora
-        except ImportError:
-            sys.exit("--lora needs tinyllm.nn.lora (LoRA adapters), which this version of tinyllm does not have")
-        load_lora(model, args.lora)
+            merge_lora(load_lora(model, args.lora))
+        except (OSError, ValueError) as error:
+            sys.exit(f"error: --lora {args.lora}: {error}")
     if args.quantize:
         tl.quantize(model, args.quantize, include_embeddings=True)
     name = args.model_name or (path.stem if path.is_file() else path.name)

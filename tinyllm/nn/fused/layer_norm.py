@@ -41,8 +41,11 @@ class LayerNormFunction(Function):
     def backward(self, gy: Any) -> tuple[Any, Any, Any]:
         xhat, r, weight = self.saved
         lead = tuple(range(gy.ndim - 1))
-        gw = (gy * xhat).sum(axis=lead)
-        gb = gy.sum(axis=lead)
+        need_x, need_w, need_b = self.needs_input_grad or (True, True, True)
+        gw = (gy * xhat).sum(axis=lead) if need_w else None  # none for a frozen norm
+        gb = gy.sum(axis=lead) if need_b else None
+        if not need_x:
+            return None, gw, gb
         g = gy * weight
         gx = r * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
         return gx, gw, gb

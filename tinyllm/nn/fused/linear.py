@@ -11,6 +11,10 @@ Read the plain version first: ``tinyllm.nn.reference.linear`` (x @ W.T + b). The
 argument behind these formulas is in docs/backprop.md#linear-and-batched-matmul. The fused op
 folds the leading axes into N rows, so dW is one (out, N) @ (N, in) matmul rather than a
 batched matmul followed by a sum over the batch axes.
+
+Each of the three is computed only for an input that needs it (``self.needs_input_grad``,
+see ``Function``): a frozen weight (LoRA's base, a frozen embedding used as the tied output
+projection) costs no dW matmul, and x is not even kept for backward then.
 """
 
 from __future__ import annotations
@@ -33,16 +37,20 @@ class LinearFunction(Function):
         if bias is not None:
             y += bias
         self.has_bias = bias is not None
-        self.save(x2, weight)
+        need_x, need_w = (self.needs_input_grad or (True, True))[:2]
+        self.save(x2 if need_w else None, weight if need_x else None)  # dW needs x, dx needs W
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
         x2, weight = self.saved
-        gy2 = gy.reshape(-1, weight.shape[0])  # (N, out)
-        gx = (gy2 @ weight).reshape(self.x_shape)  # (..., in)
-        gw = gy2.T @ x2  # (out, in)
+        need = self.needs_input_grad or (True, True, True)  # () when backward is called without __call__
+        need_x, need_w = need[:2]
+        gy2 = gy.reshape(-1, gy.shape[-1])  # (N, out)
+        gx = (gy2 @ weight).reshape(self.x_shape) if need_x else None  # (..., in)
+        gw = gy2.T @ x2 if need_w else None  # (out, in)
         if self.has_bias:
-            return gx, gw, gy2.sum(axis=0)
+            gb = gy2.sum(axis=0) if need[2] else None  # (out,)
+            return gx, gw, gb
         return gx, gw
 
 

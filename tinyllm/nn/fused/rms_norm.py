@@ -49,7 +49,10 @@ class RMSNormFunction(Function):
         if kernels is not None and kernels.usable(gy, xhat):
             return kernels.rms_norm_backward(gy, xhat, r, weight)
         lead = tuple(range(gy.ndim - 1))
-        gw = (gy * xhat).sum(axis=lead)  # (D,)
+        need_x, need_w = self.needs_input_grad or (True, True)
+        gw = (gy * xhat).sum(axis=lead) if need_w else None  # (D,); none for a frozen norm
+        if not need_x:
+            return None, gw
         g = gy * weight  # (..., D)
         gx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
         return gx, gw

@@ -42,11 +42,14 @@ class SwiGLUFunction(Function):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b, s = self.saved
+        need_a, need_b = self.needs_input_grad or (True, True)
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(gy, a):
+        if need_a and need_b and kernels is not None and kernels.usable(gy, a):
             return kernels.swiglu_backward(gy, a, b, s)  # the same arithmetic in one CUDA kernel
         ga = a * s  # silu(a) for now: the buffer becomes da below, saving one (..., hidden) array
-        gb = gy * ga  # db = dy * silu(a)
+        gb = gy * ga if need_b else None  # db = dy * silu(a)
+        if not need_a:
+            return None, gb
         # da = dy * b * d silu(a)/da, with d silu(a)/da = s + a s (1 - s), built in place:
         ga *= 1.0 - s  # a s (1 - s)
         ga += s  # s + a s (1 - s)
