@@ -301,8 +301,11 @@ def test_ctrl_c_prints_the_command_as_run_plus_resume(tmp_path, texts):
     out = tmp_path / "out"
     args = [*TINY, "--max-steps", "100000", "--data", str(texts[0]), "--out-dir", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    # A shell that starts pytest in the background (CI's may) makes SIGINT ignored, and the child
+    # would inherit that: give it the default disposition, as a terminal's foreground job has.
     process = subprocess.Popen([sys.executable, str(TRAIN), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env, cwd=REPO_ROOT)
+                               text=True, env=env, cwd=REPO_ROOT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:  # wait until training has started and saved step 0
             if line.startswith("step 0:"):
