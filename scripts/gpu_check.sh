@@ -13,6 +13,9 @@
 #   0 env      CuPy version, device, CUDA runtime, PyTorch version
 #   1 kernels  tests/test_cuda_kernels.py: every fused CuPy kernel against its NumPy Function
 #   2 fast     a fast subset of the suite with TINYLLM_BACKEND=cupy (autograd, fused ops, model, resume)
+#   2b nccl    issue 14: benchmarks/distributed.py --one-rank on NCCL (world size 1, torchrun-style variables:
+#              the image has no mpiexec as far as we know): data-parallel step == plain step, bit for bit, and
+#              the all-reduce of a 100 MB buffer (rows "exact" and "bandwidth", phase nccl)
 #   3 train    examples/train_shakespeare.py --backend "$BACKEND" --preset gpu, stopped by SIGINT at its limit;
 #              its log.jsonl and loss.png are copied to $OUT (the curve so far, and the time per step)
 #   4 bench    benchmarks/gpu_train.py: tinyllm vs PyTorch eager per precision, SmolLM2-shaped decode
@@ -71,6 +74,13 @@ try:
     row["torch"] = torch.__version__
 except ImportError:
     row["torch"] = None
+import shutil
+row["mpiexec"] = shutil.which("mpiexec")
+try:
+    from mpi4py import MPI
+    row["mpi"] = MPI.Get_library_version().split("\n")[0][:60]
+except Exception as error:  # noqa: BLE001
+    row["mpi"] = repr(error)[:120]
 try:
     import gguf  # noqa: F401
     row["gguf"] = True
@@ -101,10 +111,31 @@ FAST=(tests/test_autograd_core.py tests/test_fused.py tests/test_float32_everywh
       tests/test_model.py tests/test_nn.py tests/test_optim.py tests/test_sampling.py tests/test_checkpoint.py)
 run_pytest fast "$(limit 110)" "$OUT/pytest_fast.txt" -x "${FAST[@]}"
 
+# -- 2b: NCCL with world size 1 (issue 14) -------------------------------------------------------------------
+T=$(limit 45); t0=$(date +%s)
+RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=${NCCL_CHECK_PORT:-29533} \
+  timeout -k 10 --signal=INT "$T" "$PY" benchmarks/distributed.py --one-rank --backend "$BACKEND" --megabytes 100 \
+  >/tmp/gpu_check_nccl.jsonl 2>>"$LOG"
+rc=$?
+"$PY" - "$rc" "$(( $(date +%s) - t0 ))" "$T" >>"$RESULTS" <<'EOF'
+import json, sys
+rc, seconds, limit = (int(v) for v in sys.argv[1:])
+rows = []
+for line in open("/tmp/gpu_check_nccl.jsonl"):
+    try:
+        rows.append(json.loads(line))
+    except ValueError:
+        pass
+for row in rows:
+    print(json.dumps({"phase": "nccl", "row": row.pop("phase"), **row}))
+print(json.dumps({"phase": "nccl", "rc": rc, "seconds": seconds, "limit_s": limit, "rows": len(rows)}))
+EOF
+tail -3 "$RESULTS"
+
 # -- 3: the example, gpu preset, timed ------------------------------------------------------------------------
 DATA=${TINYLLM_DATA:-.gpu_data/tinyshakespeare.txt}
 if [[ -f "$DATA" ]]; then
-  T=$(limit 170); t0=$(date +%s)
+  T=$(limit 140); t0=$(date +%s)
   rm -rf /tmp/gpu_check_run
   timeout -k 10 --signal=INT "$T" "$PY" examples/train_shakespeare.py --backend "$BACKEND" --preset gpu --data "$DATA" \
     --out-dir /tmp/gpu_check_run --no-progress --sample-tokens 100 >>"$LOG" 2>&1
