@@ -12,7 +12,7 @@
 # The phases, in order of value (each has its own time limit; the whole stays under BUDGET seconds):
 #   0 env      CuPy version, device, CUDA runtime, PyTorch version
 #   1 kernels  tests/test_cuda_kernels.py: every fused CuPy kernel against its NumPy Function
-#   2 fast     a fast subset of the suite with TINYLLM_BACKEND=cupy (autograd, fused ops, model, resume)
+#   2 fast     a fast subset of the suite with TINYLLM_BACKEND=cupy (autograd, fused ops, model, resume, amp)
 #   2b nccl    issue 14: benchmarks/distributed.py --one-rank on NCCL (world size 1, torchrun-style variables:
 #              the image has no mpiexec as far as we know): data-parallel step == plain step, bit for bit, and
 #              the all-reduce of a 100 MB buffer (rows "exact" and "bandwidth", phase nccl)
@@ -108,7 +108,8 @@ cat "$OUT/pytest_kernels.txt" >>"$LOG"; rm -f "$OUT/pytest_kernels.txt"  # keep 
 
 # -- 2: a fast subset of the suite on CuPy ------------------------------------------------------------------
 FAST=(tests/test_autograd_core.py tests/test_fused.py tests/test_float32_everywhere.py tests/test_resume_exact.py
-      tests/test_model.py tests/test_nn.py tests/test_optim.py tests/test_sampling.py tests/test_checkpoint.py)
+      tests/test_model.py tests/test_nn.py tests/test_optim.py tests/test_sampling.py tests/test_checkpoint.py
+      tests/test_amp.py)
 run_pytest fast "$(limit 110)" "$OUT/pytest_fast.txt" -x "${FAST[@]}"
 
 # -- 2b: NCCL with world size 1 (issue 14) -------------------------------------------------------------------

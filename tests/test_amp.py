@@ -1,4 +1,7 @@
-"""Mixed precision (tinyllm/amp.py): float16 forward/backward, float32 masters, dynamic loss scaling."""
+"""Mixed precision (tinyllm/amp.py): float16 forward/backward, float32 masters, dynamic loss scaling.
+
+The tests run on the backend under test (TINYLLM_BACKEND; scripts/gpu_check.sh runs them on CuPy).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ from conftest import REPO_ROOT, to_numpy
 
 import tinyllm as tl
 from tinyllm.amp import GradScaler, MixedPrecision
+from tinyllm.autograd import Tensor
+from tinyllm.autograd.ops.cross_entropy import cross_entropy
+from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import load_checkpoint
 from tinyllm.data import TokenDataset
 from tinyllm.models import ModelConfig, Transformer
+from tinyllm.nn.fused.layer_norm import layer_norm
+from tinyllm.nn.fused.rms_norm import rms_norm
 from tinyllm.train import TrainConfig, configure_optimizer, train, train_step
 
 CONFIG = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16)
@@ -31,7 +39,7 @@ def batches(n_steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def run(dtype: str, n_steps: int = 8, scale: float | None = None) -> tuple[list[float], Transformer, object, object]:
-    tl.set_backend("numpy", seed=0)
+    tl.set_backend(backend_name_from_environment(), seed=0)
     model = Transformer(CONFIG)
     optimizer = configure_optimizer(model, TrainConfig(lr=1e-2))
     amp = None if dtype == "float32" else MixedPrecision(model, dtype)
@@ -55,26 +63,26 @@ def test_masters_and_optimizer_state_stay_float32_and_the_shadow_is_their_float1
     _, model, optimizer, amp = run("float16", n_steps=2)
     for master, shadow in zip(model.parameters(), amp.shadow.parameters()):
         assert master.dtype == np.float32 and shadow.dtype == np.float16 and shadow.grad is None
-        np.testing.assert_array_equal(shadow.data, master.data.astype(np.float16))
+        np.testing.assert_array_equal(to_numpy(shadow.data), to_numpy(master.data).astype(np.float16))
     assert all(v.dtype == np.float32 for state in optimizer.state for v in state.values() if hasattr(v, "dtype"))
     logits, loss = amp.shadow(*batches(1)[0])
     assert logits.dtype == np.float16 and loss.dtype == np.float32  # activations in float16, the loss in float32
 
 
 def test_an_overflowing_gradient_skips_the_step_and_halves_the_scale():
-    tl.set_backend("numpy", seed=0)
+    tl.set_backend(backend_name_from_environment(), seed=0)
     model = Transformer(CONFIG)
     optimizer = configure_optimizer(model, TrainConfig(lr=1e-2))
     amp = MixedPrecision(model, "float16")
     amp.scaler.scale = 2.0**40  # the scaled gradients overflow float16 (largest 65504)
-    before = [p.data.copy() for p in model.parameters()]
+    before = [to_numpy(p.data) for p in model.parameters()]
     (x, y), = batches(1)
     loss, norm = train_step(model, optimizer, [(x, y)], 1e-2, 1.0, 1, amp)
     assert np.isfinite(loss) and norm == np.inf
     assert amp.scaler.scale == 2.0**39 and amp.scaler.skipped_steps == 1 and amp.scaler.growth_tracker == 0
     assert optimizer.step_count == 0 and all(p.grad is None for p in model.parameters())
     for p, b in zip(model.parameters(), before):
-        np.testing.assert_array_equal(p.data, b)
+        np.testing.assert_array_equal(to_numpy(p.data), b)
     skips = 1
     while train_step(model, optimizer, [(x, y)], 1e-2, 1.0, 1, amp)[1] == np.inf:  # halve until the gradients fit
         skips += 1
@@ -118,7 +126,7 @@ def test_checkpoints_keep_float32_masters_and_the_scaler_and_resume_exactly(tmp_
     data = TokenDataset(ids[:2000], ids[2000:], 64, 1.0, None)
 
     def fresh(seed: int) -> Transformer:
-        tl.set_backend("numpy", seed=seed)
+        tl.set_backend(backend_name_from_environment(), seed=seed)
         return Transformer(CONFIG)
 
     uninterrupted = fresh(0)
@@ -148,3 +156,26 @@ def test_bad_dtypes_are_clear_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # "import ml_dtypes" raises ImportError
     with pytest.raises(ValueError, match="bfloat16 needs the ml_dtypes package .* pip install ml_dtypes"):
         TrainConfig(dtype="bfloat16")
+
+
+def test_norms_and_the_loss_compute_half_precision_inputs_in_float32():
+    backend = tl.set_backend(backend_name_from_environment(), seed=0)
+    x32 = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32) * 1000  # x^2 overflows float16
+    x = Tensor(backend.asarray(x32.astype(np.float16)), requires_grad=True)
+    weight = Tensor(backend.asarray(np.ones(64, np.float16)), requires_grad=True)
+    bias = Tensor(backend.asarray(np.zeros(64, np.float16)), requires_grad=True)
+    exact = x32.astype(np.float16).astype(np.float64)
+    for name, y, expected in [
+        ("rms_norm", rms_norm(x, weight, eps=1e-6), exact / np.sqrt((exact**2).mean(-1, keepdims=True))),
+        ("layer_norm", layer_norm(x, weight, bias), (exact - exact.mean(-1, keepdims=True)) / exact.std(-1, keepdims=True)),
+    ]:
+        assert y.dtype == np.float16, name
+        np.testing.assert_allclose(to_numpy(y).astype(np.float64), expected, atol=4e-3, err_msg=name)
+        (y * Tensor(backend.asarray(np.full((3, 64), 300.0, np.float16)))).sum().backward()  # large loss-scaled grads
+        assert x.grad.dtype == np.float16 and np.isfinite(to_numpy(x.grad)).all(), name
+        x.grad = weight.grad = bias.grad = None
+    logits = Tensor(backend.asarray((x32 / 100).astype(np.float16)), requires_grad=True)  # (3, 64)
+    loss = cross_entropy(logits, backend.asarray(np.array([1, 2, 3])))
+    assert loss.dtype == np.float32  # times a loss scale of 2**16, a float16 loss would overflow
+    (loss * 2.0**16).backward()
+    assert logits.grad.dtype == np.float16 and np.isfinite(to_numpy(logits.grad)).all()
