@@ -38,6 +38,7 @@ import numpy as np
 
 import tinyllm as tl
 import tinyllm.distributed as dist
+from tinyllm.amp import check_backend_runs
 from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, check_out_dir, run_main
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = settings["seed"] if settings["seed"] is not None else TrainConfig.seed
     try:
         tl.set_backend(backend_name_from_environment(args.backend), seed=seed)  # the seed also fixes the weights
+        check_backend_runs(settings.get("dtype") or "float32")  # bfloat16 on NumPy: say so before any work
     except (ValueError, tl.BackendUnavailableError) as error:  # a bad TINYLLM_BACKEND, or no CuPy / GPU
         print(f"error: {error}", file=sys.stderr)
         return 2

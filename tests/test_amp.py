@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT, to_numpy
 
 import tinyllm as tl
-from tinyllm.amp import GradScaler, MixedPrecision
+from tinyllm.amp import GradScaler, MixedPrecision, check_backend_runs
 from tinyllm.autograd import Tensor
 from tinyllm.autograd.ops.cross_entropy import cross_entropy
 from tinyllm.backends import backend_name_from_environment
@@ -179,3 +179,16 @@ def test_norms_and_the_loss_compute_half_precision_inputs_in_float32():
     assert loss.dtype == np.float32  # times a loss scale of 2**16, a float16 loss would overflow
     (loss * 2.0**16).backward()
     assert logits.grad.dtype == np.float16 and np.isfinite(to_numpy(logits.grad)).all()
+
+
+def test_bfloat16_runs_on_cupy_and_is_a_clear_error_on_numpy():
+    if backend_name_from_environment() == "numpy":  # its matmul turns bfloat16 into float32
+        tl.set_backend("numpy", seed=0)
+        with pytest.raises(ValueError, match="bfloat16 runs on the cupy backend only: NumPy's matrix product"):
+            check_backend_runs("bfloat16")
+        check_backend_runs("float16")  # no error
+        return
+    fp32, _, _, _ = run("float32")  # CuPy 14+ with ml_dtypes (experimental in CuPy): the device check runs this
+    bf16, model, _, amp = run("bfloat16")
+    assert all(p.dtype.name == "bfloat16" for p in amp.shadow.parameters()) and amp.loss_scale == 1.0
+    assert np.abs(np.array(bf16) - np.array(fp32)).max() < 0.05, (bf16, fp32)  # 8 bits of mantissa

@@ -27,8 +27,10 @@ et al. 2018, "Mixed Precision Training"; PyTorch's ``torch.amp``) make training 
    float32's exponent range and needs no scaling (S = 1, a non-finite gradient is divergence).
 
 Which dtype runs where (docs/gpu.md, "Precision"): float16 on NumPy and CuPy (NumPy has no
-float16 matrix product in BLAS, so it is slow: for tests with tiny models); bfloat16 only where
-the ``ml_dtypes`` package gives NumPy a bfloat16 dtype, else a clear error.
+float16 matrix product in BLAS, so it is slow: for tests with tiny models); bfloat16 on CuPy only,
+with the ``ml_dtypes`` package that gives NumPy and CuPy (14 and later, experimentally) a
+bfloat16 dtype. On NumPy, bfloat16 is a clear error: NumPy's matrix product of two ml_dtypes
+bfloat16 arrays returns float32, so the activations would silently run in float32.
 
     >>> scaler = GradScaler(init_scale=8.0, growth_interval=2)
     >>> scaler.update(found_inf=True); scaler.scale          # skip the step, halve
@@ -68,6 +70,16 @@ def resolve_dtype(name: str) -> Any:
             "pip install ml_dtypes, or train with dtype float16 (with loss scaling) or float32"
         ) from None
     return np.dtype(ml_dtypes.bfloat16)
+
+
+def check_backend_runs(name: str) -> None:
+    """Raise a clear ``ValueError`` when the backend in use cannot train in dtype ``name`` (bfloat16 on NumPy)."""
+    if name == "bfloat16" and get_backend().name == "numpy":
+        raise ValueError(
+            "dtype bfloat16 runs on the cupy backend only: NumPy's matrix product of bfloat16 (ml_dtypes) "
+            "arrays returns float32, so nothing would run in bfloat16. On NumPy use dtype float16 (with loss "
+            "scaling) or float32"
+        )
 
 
 class GradScaler:
@@ -126,6 +138,7 @@ class MixedPrecision:
         self.dtype_name, self.dtype = dtype, resolve_dtype(dtype)
         if self.dtype == np.float32:
             raise ValueError("MixedPrecision is for float16 and bfloat16; train float32 without it")
+        check_backend_runs(dtype)
         self.master = master
         self.shadow = copy.deepcopy(master).to(self.dtype)  # the same modules, every parameter in the low dtype
         self.scaler = scaler if scaler is not None else GradScaler()
