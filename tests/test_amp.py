@@ -192,3 +192,13 @@ def test_bfloat16_runs_on_cupy_and_is_a_clear_error_on_numpy():
     bf16, model, _, amp = run("bfloat16")
     assert all(p.dtype.name == "bfloat16" for p in amp.shadow.parameters()) and amp.loss_scale == 1.0
     assert np.abs(np.array(bf16) - np.array(fp32)).max() < 0.05, (bf16, fp32)  # 8 bits of mantissa
+
+
+def test_the_backend_generator_draws_float16_dropout_masks():
+    # NumPy's and CuPy's generators draw only float32/float64; attention draws its mask in the scores' dtype.
+    backend = tl.set_backend(backend_name_from_environment(), seed=3)
+    half = to_numpy(backend.rng.random((4, 50), dtype=np.float16))
+    backend.seed(3)
+    single = to_numpy(backend.rng.random((4, 50), dtype=np.float32))
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half, single.astype(np.float16))  # the same stream, rounded

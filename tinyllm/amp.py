@@ -153,13 +153,20 @@ class MixedPrecision:
         """The shadow, in the master's mode (training: dropout on)."""
         return self.shadow.train(self.master.training)
 
-    def accumulate_grads(self) -> None:
-        """master.grad += float32(shadow.grad), then clear the shadow's (the sum over micro-batches stays in float32)."""
+    def accumulate_grads(self, weight: float = 1.0) -> None:
+        """master.grad += weight * float32(shadow.grad), then clear the shadow's.
+
+        The mean over micro-batches (``weight`` = 1 / grad_accum_steps) is taken here in float32,
+        not in the 16-bit backward: so the shadow's gradients do not depend on how a batch is split
+        into micro-batches, and N ranks give exactly what one process with N times the accumulation gives.
+        """
         xp = get_backend().xp
         for master, shadow in self.pairs:
             if shadow.grad is None:
                 continue
             grad = shadow.grad.astype(xp.float32)
+            if weight != 1.0:
+                grad *= weight
             if master.grad is None:
                 master.grad = grad
             else:

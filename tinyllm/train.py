@@ -191,12 +191,12 @@ def train_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     step_loss = 0.0
-    net, loss_scale = (model, 1.0) if amp is None else (amp.forward_model(), amp.loss_scale)
+    net, loss_scale = (model, 1.0 / grad_accum_steps) if amp is None else (amp.forward_model(), amp.loss_scale)
     for x, y in micro_batches:  # (B, T) each
         _, loss = net(x, y)
-        (loss * (loss_scale / grad_accum_steps)).backward()  # the mean over all micro-batches
+        (loss * loss_scale).backward()  # float32: the mean over all micro-batches; amp: times the loss scale
         if amp is not None:
-            amp.accumulate_grads()  # masters' grads += float32(shadow's grads)
+            amp.accumulate_grads(1.0 / grad_accum_steps)  # masters' grads += float32(shadow's grads) / accum
         loss_value = loss.item()  # read after backward is queued: the GPU is not left idle waiting for us
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
