@@ -12,8 +12,9 @@ et al. 2018, "Mixed Precision Training"; PyTorch's ``torch.amp``) make training 
    masters after every step::
 
        shadow = master.astype(float16)                    (a copy of every parameter)
-       loss = cross_entropy(shadow(x), y)                 activations and gradients in float16
-       master.grad += float32(shadow.grad)                per micro-batch, summed in float32
+       (cross_entropy(shadow(x), y) * S).backward()       activations and gradients in float16
+       master.grad += float32(shadow.grad) / n_micro      per micro-batch, the mean taken in float32
+       master.grad /= S; AdamW steps the masters; shadow = master.astype(float16)
 
 2. **Losses and normalisation statistics in float32.** The cross-entropy, RMSNorm and LayerNorm
    compute in float32 and hand back the input's dtype (their Functions do it by themselves for
