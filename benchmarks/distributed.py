@@ -19,6 +19,26 @@ alternating them, and compares the medians. Each worker times every step after o
 
 On 2 cores, 2 ranks can at best halve the step; anything else running on the machine takes
 cores away from them and shows up as a lower speed-up and a longer wait.
+
+The engine itself, in one process (issue 14's GPU check; scripts/gpu_check.sh runs it on CuPy)::
+
+    python benchmarks/distributed.py --one-rank --backend numpy       # MPI (mpi4py), here
+    RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 \
+        python benchmarks/distributed.py --one-rank --backend cupy     # NCCL (cupyx.distributed)
+
+A launcher's world of one is a plain run (no collective at all), so this mode makes a real
+communicator of one rank itself (NCCL on CuPy: a TCP rendezvous at MASTER_ADDR:MASTER_PORT, or
+MPI's under ``mpiexec -n 1``; MPI on NumPy) and prints two JSON lines:
+
+- ``exact``: the check the MPI tests make, data-parallel step == plain step. Two copies of a
+  tiny model (dropout on) take the same 3 steps of 2 micro-batches, one with the plain process
+  group, one with every gradient, the loss and the initial parameters through the engine's
+  collectives. The sum over one rank is the gradient itself and the mean divides by 1, so the
+  parameters and AdamW's moments must agree bit for bit (``max_abs_diff`` 0).
+- ``bandwidth``: a ``--megabytes`` (100) float32 buffer of random numbers all-reduced in place,
+  ``--repeats`` (10) times after 2 warm-ups, median time; algbw = bytes / time, and NCCL's bus
+  bandwidth busbw = algbw * 2 (N - 1) / N, which is 0 for N = 1: one rank measures the engine's
+  fixed cost (launch, a copy at most), not a link. ``unchanged`` says the buffer came back as it went.
 """
 
 from __future__ import annotations
@@ -83,6 +103,81 @@ def worker(steps: int) -> None:
         print(json.dumps({"world_size": dist.world_size(), "parameters": model.num_parameters(), "timings": timings}))
 
 
+def one_rank_communicator(backend_name: str):  # noqa: ANN201
+    """A real communicator of one rank: NCCL on CuPy, MPI on NumPy (see the module docstring)."""
+    from tinyllm.distributed import Launch
+    from tinyllm.distributed.communicator import MPICommunicator, NCCLCommunicator
+
+    env = os.environ
+    under_mpiexec = any(name in env for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if backend_name == "cupy" and not under_mpiexec:
+        launch = Launch("env", int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
+                        env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29533)))
+    else:
+        launch = Launch("mpi", 0, 1, 0)
+    if launch.world_size != 1:
+        sys.exit(f"--one-rank runs one process; WORLD_SIZE is {launch.world_size}")
+    return NCCLCommunicator(launch) if backend_name == "cupy" else MPICommunicator(launch)
+
+
+def one_rank_check(backend_name: str, megabytes: float, repeats: int) -> list[dict]:
+    """The ``exact`` and ``bandwidth`` rows of ``--one-rank`` (module docstring)."""
+    import numpy as np
+
+    import tinyllm as tl
+    import tinyllm.distributed as dist
+    from tinyllm.data import TokenDataset
+    from tinyllm.distributed.communicator import SingleProcess
+    from tinyllm.models import ModelConfig, Transformer
+    from tinyllm.train import TrainConfig, configure_optimizer, train_step
+
+    backend = tl.set_backend(backend_name, seed=0)
+    communicator = one_rank_communicator(backend_name)
+    config = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=64,
+                         max_seq_len=16, dropout=0.1)
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, 5_000).astype(np.uint16)
+    data = TokenDataset(ids, ids[:500], config.vocab_size, 1.0, Path("unused"))
+    runs = {}
+    for name, group in (("plain", SingleProcess()), ("engine", communicator)):
+        dist.init(group)  # from here on every collective of train_step goes through this communicator
+        backend.seed(0)
+        model = Transformer(config)
+        optimizer = configure_optimizer(model, TrainConfig(lr=1e-2))
+        dist.broadcast_parameters(model.parameters())
+        batch_rng, losses = np.random.default_rng(1), []
+        for step in range(3):
+            micro_batches = dist.local_micro_batches(data, 4, 16, 2, seed=0, step=step, rng=batch_rng)
+            losses.append(train_step(model, optimizer, micro_batches, lr=1e-2, grad_clip=1.0, grad_accum_steps=2)[0])
+        arrays = [p.data for p in model.parameters()]
+        arrays += [v for state in optimizer.state for v in state.values() if backend.is_array(v)]
+        runs[name] = ([backend.to_host(a) for a in arrays], losses)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(runs["plain"][0], runs["engine"][0]))
+    exact = {"phase": "exact", "communicator": communicator.name, "world_size": communicator.world_size,
+             "backend": backend.name, "steps": 3, "arrays": len(runs["plain"][0]), "max_abs_diff": diff,
+             "bit_exact": diff == 0.0, "losses_equal": runs["plain"][1] == runs["engine"][1]}
+
+    xp = backend.xp
+    size = int(megabytes * 1e6) // 4
+    sent = xp.asarray(np.random.default_rng(2).standard_normal(size, dtype=np.float32))  # (size,), never zeros
+    buffer = sent.copy()
+    seconds = []
+    for i in range(2 + repeats):  # 2 warm-ups
+        backend.synchronize()
+        start = time.perf_counter()
+        communicator.all_reduce_sum_(buffer)
+        backend.synchronize()
+        if i >= 2:
+            seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    n = communicator.world_size
+    algbw = size * 4 / median / 1e9
+    bandwidth = {"phase": "bandwidth", "communicator": communicator.name, "world_size": n, "megabytes": size * 4 / 1e6,
+                 "repeats": repeats, "median_ms": median * 1e3, "min_ms": min(seconds) * 1e3,
+                 "algbw_GBps": algbw, "busbw_GBps": algbw * 2 * (n - 1) / n,
+                 "unchanged": bool((buffer == sent).all()) if n == 1 else None}
+    return [exact, bandwidth]
+
+
 def run_job(n_ranks: int, steps: int) -> dict:
     beside_python = Path(sys.executable).parent / "mpiexec"
     mpiexec = str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
@@ -102,9 +197,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="jobs of each size, alternating (default 3)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per job, after one warm-up (default 3)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--one-rank", action="store_true",
+                        help="check the engine in one process: exactness and all-reduce bandwidth (JSON lines)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                        help="--one-rank: numpy (MPI) or cupy (NCCL)")
+    parser.add_argument("--megabytes", type=float, default=100.0, help="--one-rank: all-reduced buffer (default 100)")
     args = parser.parse_args()
     if args.worker:
         worker(args.steps)
+        return
+    if args.one_rank:
+        for row in one_rank_check(args.backend, args.megabytes, max(args.repeats, 10)):
+            print(json.dumps(row), flush=True)
         return
 
     timings: dict[int, list[dict]] = {1: [], 2: []}

@@ -14,8 +14,10 @@ with its own KV cache (the same architecture, written out below).
     python benchmarks/gpu_train.py --backend cupy --json out.jsonl # also one JSON line per figure
 
 Precisions: ``fp32`` (TF32 off on both sides), ``tf32`` (float32 storage, TF32 matmuls),
-``bf16`` and ``fp16`` (PyTorch autocast; tinyllm has no mixed precision yet, so those rows show
-PyTorch only, and say so). PyTorch is only the reference here, never a dependency of tinyllm.
+``bf16`` and ``fp16`` (PyTorch: autocast, and a GradScaler for fp16; tinyllm: ``tinyllm.amp``, a
+float16/bfloat16 shadow of float32 master weights, loss scaling for fp16; bfloat16 needs ml_dtypes,
+and where tinyllm cannot run a precision the row says why and shows PyTorch only). PyTorch is only
+the reference here, never a dependency of tinyllm.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def set_tf32(tl: Any, torch: Any, enabled: bool) -> bool:
 
 
 def bench_train(tl: Any, np: Any, torch: Any, device: str, shape: dict, precision: str, steps: int, record: Any) -> None:
+    from tinyllm.amp import MixedPrecision
     from tinyllm.models import ModelConfig, Transformer
     from tinyllm.optim import AdamW
 
@@ -146,7 +149,7 @@ def bench_train(tl: Any, np: Any, torch: Any, device: str, shape: dict, precisio
     config = ModelConfig(vocab_size=shape["vocab_size"], dim=shape["dim"], n_layers=shape["n_layers"],
                          n_heads=shape["n_heads"], n_kv_heads=shape["n_kv_heads"], max_seq_len=T,
                          tie_embeddings=False, dropout=0.0)
-    tinyllm_runs = precision in ("fp32", "tf32")  # no mixed precision in tinyllm yet
+    note = None
     tf32_switched = set_tf32(tl, torch, precision == "tf32")
     rng = np.random.default_rng(0)
     idx_host = rng.integers(0, config.vocab_size, (B, T))
@@ -157,15 +160,31 @@ def bench_train(tl: Any, np: Any, torch: Any, device: str, shape: dict, precisio
     model = Transformer(config)
     steps_by_side: dict[str, Any] = {}
     memory = {"tinyllm": Memory("tinyllm", tl, torch), "torch": Memory("torch", tl, torch)}
-    if tinyllm_runs:
+    amp = None
+    if precision in ("bf16", "fp16"):
+        try:
+            amp = MixedPrecision(model, {"bf16": "bfloat16", "fp16": "float16"}[precision])
+        except Exception as error:  # noqa: BLE001 (bfloat16 without ml_dtypes, a backend without the dtype)
+            note = f"tinyllm cannot run {precision} here: {error}"
+    if note is None:
         optimizer = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
         idx, targets = backend.asarray(idx_host), backend.asarray(targets_host)  # on the device once
 
         def tinyllm_step() -> Any:
-            _, loss = model(idx, targets)
+            if amp is None:
+                _, loss = model(idx, targets)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                return loss
+            # tinyllm.train.train_step's mixed-precision path, without its clipping and loss read (as torch's side)
+            _, loss = amp.forward_model()(idx, targets)  # float16/bfloat16 activations, float32 loss
+            (loss * amp.loss_scale).backward()
+            amp.accumulate_grads()  # float32 master gradients
+            if amp.unscale_grads():  # fp16: False when a gradient overflowed (the step is skipped)
+                optimizer.step()
+                amp.step_done()
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
             return loss
 
         steps_by_side["tinyllm"] = tinyllm_step
@@ -204,11 +223,17 @@ def bench_train(tl: Any, np: Any, torch: Any, device: str, shape: dict, precisio
 
     times: dict[str, list[float]] = {side: [] for side in steps_by_side}
     first_loss = {}
-    for side, step in steps_by_side.items():  # warm-up (kernels compile, pools fill); first losses must agree
+    for side, step in list(steps_by_side.items()):  # warm-up (kernels compile, pools fill); first losses must agree
         memory[side].reset()
-        first_loss[side] = step().item()  # both Tensor and torch.Tensor have .item()
-        step()
-        synchronize(tl, torch, device)
+        try:
+            first_loss[side] = step().item()  # both Tensor and torch.Tensor have .item()
+            step()
+            synchronize(tl, torch, device)
+        except Exception as error:  # noqa: BLE001 (e.g. a bfloat16 op CuPy lacks): report it, time the other side
+            if side != "tinyllm":
+                raise
+            note = f"tinyllm {precision} failed: {type(error).__name__}: {error}"[:300]
+            del steps_by_side[side]
     for _ in range(steps):  # alternate the sides, so drifting clocks or neighbours hit both alike
         for side, step in steps_by_side.items():
             synchronize(tl, torch, device)
@@ -219,14 +244,16 @@ def bench_train(tl: Any, np: Any, torch: Any, device: str, shape: dict, precisio
     tokens = B * T
     result = {"kind": "train", "precision": precision, "batch": B, "context": T,
               "parameters": model.num_parameters(), "tinyllm_tf32_switched": tf32_switched}
+    if amp is not None and "tinyllm" in steps_by_side:
+        result["tinyllm_loss_scale"], result["tinyllm_skipped_steps"] = amp.loss_scale, amp.scaler.skipped_steps
     for side in steps_by_side:
         median = statistics.median(times[side])
         result[side] = {"median_s": median, "tokens_per_s": tokens / median, "peak_memory_mb": memory[side].peak_mb(),
                         "first_loss": first_loss[side], "steps": [round(t, 5) for t in times[side]]}
     if "tinyllm" in result and "torch" in result:
         result["ratio_tokens_per_s"] = result["tinyllm"]["tokens_per_s"] / result["torch"]["tokens_per_s"]
-    if not tinyllm_runs:
-        result["note"] = "tinyllm has no mixed-precision training yet: PyTorch only"
+    if note is not None:
+        result["note"] = note
     record(**result)
     set_tf32(tl, torch, False)
 

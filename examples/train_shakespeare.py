@@ -5,6 +5,7 @@
     python examples/train_shakespeare.py --overwrite      # start again, replacing the run in out/shakespeare
     python examples/train_shakespeare.py --data my.txt --out-dir out/mine   # any UTF-8 text file
     python examples/train_shakespeare.py --preset gpu --backend cupy    # nanoGPT's scale, ~10M parameters
+    python examples/train_shakespeare.py --preset gpu --backend cupy --dtype float16   # mixed precision (tinyllm.amp)
     python examples/train_shakespeare.py --preset tiny    # a smoke run of a few seconds
     mpiexec -n 2 python examples/train_shakespeare.py     # data-parallel on 2 processes (pip install "tinyllm[mpi]")
 
@@ -37,6 +38,7 @@ import numpy as np
 
 import tinyllm as tl
 import tinyllm.distributed as dist
+from tinyllm.amp import check_backend_runs
 from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, check_out_dir, run_main
@@ -77,7 +79,7 @@ PRESETS = {
 }
 MODEL_KEYS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "dropout")
 TRAIN_KEYS = ("block_size", "batch_size", "grad_accum_steps", "max_steps", "lr", "min_lr", "warmup_steps",
-              "weight_decay", "grad_clip", "eval_interval", "eval_iters", "log_interval", "seed")
+              "weight_decay", "grad_clip", "eval_interval", "eval_iters", "log_interval", "seed", "dtype")
 
 
 def preset_default(key: str) -> str:
@@ -137,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ("--eval-iters", int, "val batches per evaluation"),
             ("--log-interval", int, "steps between lines in log.jsonl"),
             ("--seed", int, "random seed of the weights, batches, dropout and sample"),
+            ("--dtype", str, "precision of forward and backward: float32, float16 (with loss scaling) or bfloat16 "
+                             "(needs ml_dtypes); weights, optimizer state and checkpoints stay float32"),
         ],
     }
     for title, group_flags in flags.items():
@@ -292,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = settings["seed"] if settings["seed"] is not None else TrainConfig.seed
     try:
         tl.set_backend(backend_name_from_environment(args.backend), seed=seed)  # the seed also fixes the weights
+        check_backend_runs(settings.get("dtype") or "float32")  # bfloat16 on NumPy: say so before any work
     except (ValueError, tl.BackendUnavailableError) as error:  # a bad TINYLLM_BACKEND, or no CuPy / GPU
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -351,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training: {train_config.max_steps} steps of {train_config.batch_size} x {train_config.block_size} tokens"
           + (f" x {train_config.grad_accum_steps}" if train_config.grad_accum_steps > 1 else "")
           + (f" x {dist.world_size()} ranks" if dist.world_size() > 1 else "")
+          + (f", {train_config.dtype} compute (float32 weights)" if train_config.dtype != "float32" else "")
           + (f", resuming at step {checkpoint.train_state['step']}" if checkpoint else ""))
 
     # -- train -----------------------------------------------------------------------------------------------

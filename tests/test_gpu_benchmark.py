@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,12 +16,20 @@ def test_the_gpu_benchmark_runs_on_numpy_with_tiny_shapes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "benchmarks/gpu_train.py", "--backend", "numpy", "--tiny", "--skip", "torch", "--steps", "2",
-         "--precisions", "fp32,bf16", "--new-tokens", "6", "--prompt-tokens", "3", "--json", str(out)],
+         "--precisions", "fp32,fp16,bf16", "--new-tokens", "6", "--prompt-tokens", "3", "--json", str(out)],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
     )
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["kind"], r.get("precision")) for r in records] == [("train", "fp32"), ("train", "bf16"), ("decode", None)]
-    assert records[0]["tinyllm"]["tokens_per_s"] > 0 and records[0]["tinyllm"]["first_loss"] > 0
-    assert "tinyllm" not in records[1] and "no mixed-precision" in records[1]["note"]
-    assert records[2]["tinyllm"]["decode_tokens_per_s"] > 0
+    assert [(r["kind"], r.get("precision")) for r in records] == [("train", "fp32"), ("train", "fp16"),
+                                                                  ("train", "bf16"), ("decode", None)]
+    fp32, fp16, bf16, decode = records
+    assert fp32["tinyllm"]["tokens_per_s"] > 0 and fp32["tinyllm"]["first_loss"] > 0
+    # tinyllm.amp: the same weights, so the float16 loss is the float32 one to float16's precision
+    assert abs(fp16["tinyllm"]["first_loss"] - fp32["tinyllm"]["first_loss"]) < 0.01
+    assert fp16["tinyllm_loss_scale"] == 2.0**16 and fp16["tinyllm_skipped_steps"] == 0 and "note" not in fp16
+    # bfloat16 runs on CuPy only (and needs ml_dtypes): on NumPy the row says why and times PyTorch alone
+    assert "tinyllm" not in bf16
+    assert ("bfloat16 needs the ml_dtypes package" if importlib.util.find_spec("ml_dtypes") is None
+            else "bfloat16 runs on the cupy backend only") in bf16["note"]
+    assert decode["tinyllm"]["decode_tokens_per_s"] > 0

@@ -50,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import distributed as dist
+from .amp import DTYPES, MixedPrecision, resolve_dtype
 from .autograd import no_grad
 from .backends import get_backend
 from .checkpoint import Checkpoint, restore, save_checkpoint
@@ -90,6 +91,7 @@ class TrainConfig:
     out_dir: str = "out"  # checkpoints (last/, best/), log.jsonl and loss.png
     seed: int = 1337  # seeds the batches and dropout masks of a new run
     progress: bool = True  # show a tqdm progress bar
+    dtype: str = "float32"  # forward/backward in float32, float16 (loss-scaled) or bfloat16; masters stay float32 (amp.py)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -108,6 +110,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
         if len(self.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1) (e.g. (0.9, 0.95)), got {self.betas!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        resolve_dtype(self.dtype)  # bfloat16 without ml_dtypes: a clear error now, not at the first step
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
 
@@ -141,6 +146,7 @@ def train_step(
     lr: float,
     grad_clip: float = 0.0,
     grad_accum_steps: int | None = None,
+    amp: MixedPrecision | None = None,
 ) -> tuple[float, float]:
     """One optimizer step; returns (the step's mean training loss, the gradient norm before clipping).
 
@@ -164,6 +170,12 @@ def train_step(
     ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss or gradient norm
     (both checked before the update) raises ``TrainingDiverged`` and leaves the parameters as they were.
 
+    ``amp`` (tinyllm.amp, mixed precision): the micro-batches run through its float16/bfloat16
+    shadow of ``model`` with the loss times the loss scale; the gradients are summed into
+    ``model``'s (the float32 masters), unscaled, and the optimizer steps the masters. A float16
+    step whose gradients overflowed is skipped: nothing changes, the scale halves, and the
+    returned gradient norm is inf.
+
     >>> import numpy as np, tinyllm as tl
     >>> from tinyllm.models import ModelConfig, Transformer
     >>> _ = tl.set_backend("numpy", seed=0)
@@ -179,20 +191,28 @@ def train_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     step_loss = 0.0
+    net, loss_scale = (model, 1.0 / grad_accum_steps) if amp is None else (amp.forward_model(), amp.loss_scale)
     for x, y in micro_batches:  # (B, T) each
-        _, loss = model(x, y)
-        (loss * (1.0 / grad_accum_steps)).backward()  # the mean over all micro-batches
+        _, loss = net(x, y)
+        (loss * loss_scale).backward()  # float32: the mean over all micro-batches; amp: times the loss scale
+        if amp is not None:
+            amp.accumulate_grads(1.0 / grad_accum_steps)  # masters' grads += float32(shadow's grads) / accum
         loss_value = loss.item()  # read after backward is queued: the GPU is not left idle waiting for us
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
         step_loss += loss_value / grad_accum_steps
     dist.all_reduce_gradients(model.parameters())  # several ranks: the mean gradient of the global batch
     step_loss = dist.all_reduce_mean(step_loss)
+    if amp is not None and not amp.unscale_grads():  # float16 overflow: skip the step, the scale halved
+        optimizer.zero_grad()
+        return step_loss, math.inf
     grad_norm = clip_grad_norm_(model.parameters(), grad_clip or math.inf)  # inf: measure, never clip
     if not math.isfinite(grad_norm):
         raise TrainingDiverged(f"the gradient norm became {grad_norm}", "gradient norm", grad_norm)
     optimizer.step()
     optimizer.zero_grad()
+    if amp is not None:
+        amp.step_done()  # the shadow takes the new master weights
     return step_loss, grad_norm
 
 
@@ -273,6 +293,9 @@ def train(
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
         batch_rng = _restore_batch_rng(state, config.seed)
     dist.broadcast_parameters(model.parameters())  # several ranks: all start from rank 0's weights
+    amp = None if config.dtype == "float32" else MixedPrecision(model, config.dtype)  # model: the float32 masters
+    if amp is not None and checkpoint is not None and state.get("grad_scaler"):
+        amp.scaler.load_state_dict(state["grad_scaler"])
     start_step, last_saved_step = step, (step if checkpoint else None)
     end_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
     logger = TrainingLogger(out_dir, resume_step=step if checkpoint else None, enabled=main)
@@ -304,7 +327,7 @@ def train(
                     save = {
                         "model": model,
                         "optimizer": optimizer,
-                        "train_state": _train_state(step, best_val_loss, metrics, data, batch_rng),
+                        "train_state": _train_state(step, best_val_loss, metrics, data, batch_rng, amp),
                         "train_config": config.to_dict(),
                         "tokenizer_path": data.tokenizer_path,
                     }
@@ -332,7 +355,7 @@ def train(
                                                          config.grad_accum_steps, config.seed, step,
                                                          rng=batch_rng)
                 step_loss, grad_norm = train_step(model, optimizer, micro_batches, lr, config.grad_clip,
-                                                  config.grad_accum_steps)
+                                                  config.grad_accum_steps, amp)
             except TrainingDiverged as error:  # add where the run stands and what to do
                 message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr, config)
                 raise TrainingDiverged(message, error.what, error.value) from None
@@ -345,7 +368,8 @@ def train(
             if step % config.log_interval == 0:
                 tokens_per_second = len(window_losses) * tokens_per_step / (time.perf_counter() - window_start)
                 logger.log("train", step, loss=float(np.mean(window_losses)), lr=lr, grad_norm=grad_norm,
-                           tokens_per_second=tokens_per_second)
+                           tokens_per_second=tokens_per_second,
+                           **({"loss_scale": amp.loss_scale, "skipped_steps": amp.scaler.skipped_steps} if amp else {}))
                 if not config.progress and main:
                     print(f"step {step}: loss {np.mean(window_losses):.4f}, lr {lr:.2e}, {tokens_per_second:,.0f} tokens/s")
                 window_start, window_losses = time.perf_counter(), []
@@ -363,7 +387,8 @@ def train(
 
 
 def _train_state(
-    step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset, batch_rng: np.random.Generator
+    step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset, batch_rng: np.random.Generator,
+    amp: MixedPrecision | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint needs beyond the tensors to continue exactly where this run is."""
     return {
@@ -375,6 +400,7 @@ def _train_state(
         "val_chars_per_token": data.chars_per_token,
         "text_sha256": data.text_sha256,
         "world_size": dist.world_size(),  # ranks that shared each global batch (grad_accum_steps is per rank)
+        "grad_scaler": amp.scaler.state_dict() if amp is not None else None,  # mixed precision's loss scale
     }
 
 

@@ -50,8 +50,10 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
 
 
 def is_floating(dtype: Any) -> bool:
-    """True for float16/32/64 dtypes (NumPy's dtype kind "f"; CuPy uses NumPy dtypes)."""
-    return np.dtype(dtype).kind == "f"
+    """True for float16/32/64 dtypes (NumPy's dtype kind "f"; CuPy uses NumPy dtypes) and for
+    ml_dtypes' bfloat16 (kind "V" to NumPy; tinyllm.amp uses it on CuPy)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
 class Tensor:

@@ -91,7 +91,7 @@ def all_reduce_gradients(parameters: Iterable[Tensor], bucket_bytes: int = BUCKE
     (frozen ones) are left out.
     """
     communicator = init()
-    if communicator.world_size == 1:
+    if communicator.alone:
         return
     params = [p for p in parameters if p.requires_grad]
     if not params:
@@ -133,7 +133,7 @@ def broadcast_parameters(parameters: Iterable[Tensor], root: int = 0) -> None:
     whatever the seed, and costs one collective per tensor, once per run.
     """
     communicator = init()
-    if communicator.world_size == 1:
+    if communicator.alone:
         return
     xp = get_backend().xp
     for p in parameters:

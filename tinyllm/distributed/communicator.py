@@ -59,6 +59,12 @@ class Communicator:
     def abort(self, code: int = 1) -> NoReturn:
         raise NotImplementedError
 
+    @property
+    def alone(self) -> bool:
+        """A plain run (one process, no engine behind it): the collectives can be skipped outright.
+        A real MPI or NCCL communicator of one rank, as the GPU check makes, still runs them."""
+        return self.world_size == 1 and isinstance(self, SingleProcess)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} rank {self.rank} of {self.world_size}>"
 

@@ -31,13 +31,19 @@ from .launcher import detect_launch
 _communicator: Communicator | None = None
 
 
-def init() -> Communicator:
+def init(communicator: Communicator | None = None) -> Communicator:
     """Join the job the launcher started (once; later calls return the same communicator).
 
     Raises ``DistributedError`` when the launcher asks for several processes but they cannot
     communicate: mpi4py missing, or linked to another MPI than the launcher's.
+
+    ``communicator``: use this one instead from now on. A launcher's world of one is a plain
+    run; a check of the engine itself (benchmarks/distributed.py ``--one-rank``) passes an
+    ``NCCLCommunicator`` or ``MPICommunicator`` of one rank here, whose collectives do run.
     """
     global _communicator
+    if communicator is not None:
+        _communicator = communicator
     if _communicator is not None:
         return _communicator
     launch = detect_launch()
@@ -97,7 +103,7 @@ def main_process_first() -> Iterator[None]:
 def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """The sum over all ranks of each number, in float64 (one collective for the whole list)."""
     communicator = init()
-    if communicator.world_size == 1:
+    if communicator.alone:
         return [float(v) for v in values]
     backend = get_backend()
     buffer = backend.xp.asarray([float(v) for v in values], dtype=backend.xp.float64)  # (n,)

@@ -13,6 +13,10 @@ probabilities; backward recomputes softmax(x) = exp(x - lse) from the logits,
 which are alive anyway as this op's input. So at most one extra (N, V) array
 exists at a time, and only while backward runs.
 
+Half-precision logits (float16, bfloat16; tinyllm.amp) are computed in float32 and the loss is
+float32, as under PyTorch's autocast: a float16 loss times a loss scale of 2**16 would overflow,
+and sums over a vocabulary lose too many bits in 11. The gradient goes back in the logits' dtype.
+
 Read the plain version first: ``tinyllm.nn.reference.cross_entropy`` (log-softmax, then pick
 the target with a one-hot product). Why the gradient is softmax minus one-hot:
 docs/backprop.md#cross-entropy.
@@ -46,7 +50,9 @@ class CrossEntropy(Function):
             )
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy targets must be integer class ids, not {targets.dtype}")
-        self.input_shape = logits.shape
+        self.input_shape, self.input_dtype = logits.shape, logits.dtype
+        if logits.dtype.itemsize < 4:  # half precision: the loss in float32 (module docstring)
+            logits = logits.astype(xp.float32)
         n_classes = logits.shape[-1]
         x = logits.reshape(-1, n_classes)  # (N, V)
         t = targets.reshape(-1)  # (N,)
@@ -88,12 +94,13 @@ class CrossEntropy(Function):
             scale = keep * (gy / self.n_kept if self.reduction == "mean" else gy)
         kernels = get_backend().kernels  # on CuPy: the four lines below in one pass over (N, V)
         if kernels is not None and kernels.usable(x):
-            return kernels.cross_entropy_backward(x, lse, safe_t, scale).reshape(self.input_shape)
-        grad = x - lse[:, None]  # (N, V)
-        xp.exp(grad, out=grad)  # softmax(x)
-        grad[xp.arange(x.shape[0]), safe_t] -= 1  # - onehot(t)
-        grad *= scale[:, None].astype(grad.dtype)
-        return grad.reshape(self.input_shape)
+            grad = kernels.cross_entropy_backward(x, lse, safe_t, scale)
+        else:
+            grad = x - lse[:, None]  # (N, V)
+            xp.exp(grad, out=grad)  # softmax(x)
+            grad[xp.arange(x.shape[0]), safe_t] -= 1  # - onehot(t)
+            grad *= scale[:, None].astype(grad.dtype)
+        return grad.reshape(self.input_shape).astype(self.input_dtype, copy=False)
 
 
 def cross_entropy(logits: Any, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Any:

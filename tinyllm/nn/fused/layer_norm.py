@@ -32,14 +32,19 @@ class LayerNormFunction(Function):
             raise ValueError(
                 f"layer_norm: weight {weight.shape} and bias {bias.shape} must match the last axis of {x.shape}"
             )
+        dtype = x.dtype
+        x = x.astype(xp.float32) if dtype.itemsize < 4 else x  # half precision: the statistics in float32
         centered = x - x.mean(axis=-1, keepdims=True)
         r = (1.0 / xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + self.eps)).astype(x.dtype, copy=False)
         xhat = centered * r  # (..., D)
-        self.save(xhat, r, weight)
-        return xhat * weight + bias
+        self.save(xhat.astype(dtype, copy=False), r, weight)
+        return (xhat * weight + bias).astype(dtype, copy=False)
 
     def backward(self, gy: Any) -> tuple[Any, Any, Any]:
         xhat, r, weight = self.saved
+        dtype = gy.dtype
+        if dtype.itemsize < 4:  # half precision: in float32, back to the input's dtype at the end
+            gy, xhat, weight = (a.astype(self.xp.float32) for a in (gy, xhat, weight))
         lead = tuple(range(gy.ndim - 1))
         need_x, need_w, need_b = self.needs_input_grad or (True, True, True)
         gw = (gy * xhat).sum(axis=lead) if need_w else None  # none for a frozen norm
@@ -48,7 +53,7 @@ class LayerNormFunction(Function):
             return None, gw, gb
         g = gy * weight
         gx = r * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-        return gx, gw, gb
+        return gx.astype(dtype, copy=False), gw.astype(dtype, copy=False), gb.astype(dtype, copy=False)
 
 
 def layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:

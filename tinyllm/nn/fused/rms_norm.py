@@ -11,6 +11,10 @@ Backward, with xhat = x * r and g = dy * w:
 
 (the second term is the part of g along xhat, which normalisation removes).
 
+Half precision (float16, bfloat16; tinyllm.amp): both passes compute in float32 and return the input's
+dtype, as PyTorch's autocast does for norms: in float16, x^2 overflows once |x| > 256 (the largest
+float16 is 65504), and the loss-scaled gradients of the backward are larger still.
+
 Read the plain version first: ``tinyllm.nn.reference.rms_norm`` (one line of primitive ops).
 The backward is derived in docs/backprop.md#rmsnorm. The fused op saves only xhat and r
 (not the four intermediate arrays the primitive ops would) and runs one backward.
@@ -37,17 +41,22 @@ class RMSNormFunction(Function):
             y, xhat, r = kernels.rms_norm_forward(x, weight, self.eps)
             self.save(xhat, r, weight)
             return y
+        dtype = x.dtype
+        x = x.astype(xp.float32) if dtype.itemsize < 4 else x  # half precision: the statistics in float32
         r = 1.0 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps)  # (..., 1)
         r = r.astype(x.dtype, copy=False)
         xhat = x * r  # (..., D)
-        self.save(xhat, r, weight)
-        return xhat * weight
+        self.save(xhat.astype(dtype, copy=False), r, weight)
+        return (xhat * weight).astype(dtype, copy=False)
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         xhat, r, weight = self.saved
         kernels = get_backend().kernels
         if kernels is not None and kernels.usable(gy, xhat):
             return kernels.rms_norm_backward(gy, xhat, r, weight)
+        dtype = gy.dtype
+        if dtype.itemsize < 4:  # half precision: in float32, back to the input's dtype at the end
+            gy, xhat, weight = (a.astype(self.xp.float32) for a in (gy, xhat, weight))
         lead = tuple(range(gy.ndim - 1))
         need_x, need_w = self.needs_input_grad or (True, True)
         gw = (gy * xhat).sum(axis=lead) if need_w else None  # (D,); none for a frozen norm
@@ -55,7 +64,7 @@ class RMSNormFunction(Function):
             return None, gw
         g = gy * weight  # (..., D)
         gx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-        return gx, gw
+        return gx.astype(dtype, copy=False), gw.astype(dtype, copy=False)
 
 
 def rms_norm(x: Any, weight: Any, eps: float = 1e-6) -> Any:
