@@ -20,6 +20,7 @@ from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import load_checkpoint
 from tinyllm.data import TokenDataset
 from tinyllm.models import ModelConfig, Transformer
+from tinyllm.nn.fused.attention import scaled_dot_product_attention
 from tinyllm.nn.fused.layer_norm import layer_norm
 from tinyllm.nn.fused.rms_norm import rms_norm
 from tinyllm.train import TrainConfig, configure_optimizer, train, train_step
@@ -194,11 +195,14 @@ def test_bfloat16_runs_on_cupy_and_is_a_clear_error_on_numpy():
     assert np.abs(np.array(bf16) - np.array(fp32)).max() < 0.05, (bf16, fp32)  # 8 bits of mantissa
 
 
-def test_the_backend_generator_draws_float16_dropout_masks():
-    # NumPy's and CuPy's generators draw only float32/float64; attention draws its mask in the scores' dtype.
-    backend = tl.set_backend(backend_name_from_environment(), seed=3)
-    half = to_numpy(backend.rng.random((4, 50), dtype=np.float16))
-    backend.seed(3)
-    single = to_numpy(backend.rng.random((4, 50), dtype=np.float32))
-    assert half.dtype == np.float16
-    np.testing.assert_array_equal(half, single.astype(np.float16))  # the same stream, rounded
+def test_float16_attention_draws_its_dropout_mask_and_backpropagates():
+    # NumPy's and CuPy's generators draw only float32/float64: the fused attention draws its mask's
+    # uniforms in float32 whatever the scores' dtype, so a float16 run with dropout works.
+    tl.set_backend(backend_name_from_environment(), seed=3)
+    rng = np.random.default_rng(0)
+    q, k, v = (Tensor(rng.standard_normal((1, 2, 8, 4)).astype(np.float16), requires_grad=True) for _ in range(3))
+    out = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.5)
+    out.sum().backward()
+    assert out.dtype == np.float16 and q.grad.dtype == np.float16
+    assert np.isfinite(to_numpy(out.data)).all() and np.isfinite(to_numpy(q.grad)).all()
+    assert (to_numpy(out.data) == 0).any()  # half of the probabilities dropped: some rows lose all their weight

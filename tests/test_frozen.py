@@ -110,3 +110,14 @@ def test_partly_frozen_model_gives_the_same_gradients_to_what_still_trains():
             np.testing.assert_allclose(p.grad, full_params[name].grad, rtol=1e-5, atol=1e-7)
         else:
             assert p.grad is None, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_norms_with_a_frozen_weight_give_only_the_input_gradient_in_its_dtype(dtype):
+    # A frozen norm weight (LoRA's base) returns no weight gradient, in float32 and in half precision alike.
+    x = tl.tensor(np.linspace(-1, 1, 8, dtype=dtype).reshape(2, 4), requires_grad=True)
+    weight, bias = tl.tensor(np.ones(4, dtype=dtype)), tl.tensor(np.zeros(4, dtype=dtype))
+    for out in (rms_norm(x, weight, 1e-5), layer_norm(x, weight, bias, 1e-5)):
+        x.grad = None
+        out.sum().backward()
+        assert x.grad.dtype == dtype and weight.grad is None and bias.grad is None

@@ -19,29 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-
-class HalfPrecisionDraws:
-    """The backend's generator, able to draw uniform numbers in float16 and bfloat16 too.
-
-    NumPy's and CuPy's ``Generator.random`` make only float32 and float64; mixed precision
-    (tinyllm.amp) runs attention in 16 bits and draws its dropout masks in the scores' dtype.
-    Those draws are made in float32 and rounded to the 16-bit dtype (a draw can round up to 1.0,
-    which a dropout mask ``u >= p`` does not mind). Everything else is the wrapped generator's own.
-    """
-
-    def __init__(self, generator: Any) -> None:
-        self.generator = generator
-
-    def random(self, size: Any = None, dtype: Any = np.float64, **kwargs: Any) -> Any:
-        if np.dtype(dtype).itemsize < 4:
-            return self.generator.random(size, dtype=np.float32, **kwargs).astype(dtype)
-        return self.generator.random(size, dtype=dtype, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:  # standard_normal, integers, bit_generator, ...
-        return getattr(self.generator, name)
-
 
 class Backend:
     """Base class of the NumPy and CuPy backends.
@@ -56,7 +33,7 @@ class Backend:
     kernels: Any = None  # fused kernels that Functions use when set (CuPy: tinyllm.backends.cuda_kernels)
 
     def __init__(self, seed: int | None = None) -> None:
-        self.rng = HalfPrecisionDraws(self.make_rng(seed))
+        self.rng = self.make_rng(seed)
 
     # -- random numbers -------------------------------------------------
     def make_rng(self, seed: int | None) -> Any:
@@ -65,7 +42,7 @@ class Backend:
 
     def seed(self, seed: int) -> None:
         """Re-seed the backend's random generator (dropout, weight init). Cheap: training calls it every step."""
-        self.rng = HalfPrecisionDraws(self.make_rng(seed))
+        self.rng = self.make_rng(seed)
 
     def get_rng_state(self) -> dict:
         """The generator state as JSON-friendly data (NumPy only: CuPy cannot export it)."""

@@ -145,7 +145,7 @@ class ScaledDotProductAttention(Function):
 
         keep = None
         if self.dropout_p > 0.0:
-            keep = get_backend().rng.random(probs.shape, dtype=probs.dtype) >= self.dropout_p  # (B, Hkv, G*T, S)
+            keep = get_backend().rng.random(probs.shape, dtype=self.xp.float32) >= self.dropout_p  # (B, Hkv, G*T, S)
             dropped = probs * keep / (1.0 - self.dropout_p)
         else:
             dropped = probs

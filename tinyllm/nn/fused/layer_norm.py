@@ -47,13 +47,13 @@ class LayerNormFunction(Function):
             gy, xhat, weight = (a.astype(self.xp.float32) for a in (gy, xhat, weight))
         lead = tuple(range(gy.ndim - 1))
         need_x, need_w, need_b = self.needs_input_grad or (True, True, True)
-        gw = (gy * xhat).sum(axis=lead) if need_w else None  # none for a frozen norm
-        gb = gy.sum(axis=lead) if need_b else None
+        gw = (gy * xhat).sum(axis=lead).astype(dtype, copy=False) if need_w else None  # none for a frozen norm
+        gb = gy.sum(axis=lead).astype(dtype, copy=False) if need_b else None
         if not need_x:
             return None, gw, gb
         g = gy * weight
         gx = r * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-        return gx.astype(dtype, copy=False), gw.astype(dtype, copy=False), gb.astype(dtype, copy=False)
+        return gx.astype(dtype, copy=False), gw, gb
 
 
 def layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:

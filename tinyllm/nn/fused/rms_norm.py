@@ -59,12 +59,12 @@ class RMSNormFunction(Function):
             gy, xhat, weight = (a.astype(self.xp.float32) for a in (gy, xhat, weight))
         lead = tuple(range(gy.ndim - 1))
         need_x, need_w = self.needs_input_grad or (True, True)
-        gw = (gy * xhat).sum(axis=lead) if need_w else None  # (D,); none for a frozen norm
+        gw = (gy * xhat).sum(axis=lead).astype(dtype, copy=False) if need_w else None  # (D,); none for a frozen norm
         if not need_x:
             return None, gw
         g = gy * weight  # (..., D)
         gx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-        return gx.astype(dtype, copy=False), gw.astype(dtype, copy=False)
+        return gx.astype(dtype, copy=False), gw
 
 
 def rms_norm(x: Any, weight: Any, eps: float = 1e-6) -> Any:
