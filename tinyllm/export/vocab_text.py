@@ -36,8 +36,14 @@ def written_tokens(tokenizer: Any) -> list[str]:
 
 def written_merges(tokenizer: Any) -> list[tuple[str, str]]:
     """The merges in rank order, as pairs of byte-mapped token texts."""
-    return [(bytes_to_unicode_text(tokenizer.id_to_token(a)), bytes_to_unicode_text(tokenizer.id_to_token(b)))
-            for a, b in tokenizer.merges]
+    texts: dict[int, str] = {}  # each token's text made once (SmolLM2 has 48,900 merges over 49,152 tokens)
+
+    def text(i: int) -> str:
+        if i not in texts:
+            texts[i] = bytes_to_unicode_text(tokenizer.id_to_token(i))
+        return texts[i]
+
+    return [(text(a), text(b)) for a, b in tokenizer.merges]
 
 
 def check_unique(tokens: list[str]) -> None:
