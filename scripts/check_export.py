@@ -83,25 +83,37 @@ def export_all(model: Any, tokenizer: Any, folder: Path, name: str) -> tuple[dic
     return paths, rows
 
 
-def check_transformers(paths: dict[str, Path], all_ids: list[int], ids: list[int], ours: np.ndarray) -> dict[str, Any]:
+def check_transformers(paths: dict[str, Path], all_ids: list[int], ids: list[int], ours: np.ndarray,
+                       original: Path | None = None) -> dict[str, Any]:
+    """transformers on our f32 exports (and, for a downloaded model, on its original file: the baseline)."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as error:
         return {"skipped": f"transformers not installed ({error})"}
-    results = {}
-    for label, kwargs in (("hf-float32", {"pretrained_model_name_or_path": str(paths["hf-float32"])}),
-                          ("gguf-f32", {"pretrained_model_name_or_path": str(paths["gguf-f32"].parent),
-                                        "gguf_file": paths["gguf-f32"].name})):
+    results: dict[str, Any] = {}
+    sources = [("hf-float32", {"pretrained_model_name_or_path": str(paths["hf-float32"])}),
+               ("gguf-f32", {"pretrained_model_name_or_path": str(paths["gguf-f32"].parent),
+                             "gguf_file": paths["gguf-f32"].name})]
+    if original is not None:
+        sources.append(("original-file", {"pretrained_model_name_or_path": str(original.parent),
+                                          "gguf_file": original.name}))
+    logits = {}
+    for label, kwargs in sources:
         model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(**kwargs)
         with torch.no_grad():
             theirs = model(torch.tensor([ids])).logits[0].numpy()
         their_ids = tokenizer(VARIED_TEXT, add_special_tokens=True)["input_ids"]
-        difference = float(np.abs(theirs - ours).max())
-        results[label] = {"max_abs_logit_difference": difference, "within_1e-4": difference <= 1e-4,
-                          "tokenizer_ids_equal": their_ids == all_ids}
+        difference = np.abs(theirs - ours)
+        results[label] = {"max_abs_logit_difference": float(difference.max()), "within_1e-4": bool(difference.max() <= 1e-4),
+                          "share_of_logits_within_1e-4": float((difference <= 1e-4).mean()),
+                          "largest_abs_logit": float(np.abs(ours).max()), "tokenizer_ids_equal": their_ids == all_ids}
+        logits[label] = theirs
         del model
+    if original is not None:  # the same weights through transformers: does our export change anything?
+        results["export_vs_original_in_transformers"] = {
+            label: float(np.abs(logits[label] - logits["original-file"]).max()) for label in ("hf-float32", "gguf-f32")}
     return results
 
 
@@ -168,13 +180,14 @@ def decode_speed(path: Path, model: Any, tokenizer: Any, prompt: str, n: int) ->
     return {"llama.cpp_tokens_per_s": round(theirs, 1), "tinyllm_tokens_per_s": round(ours, 1), "tokens": n}
 
 
-def check_model(name: str, model: Any, tokenizer: Any, folder: Path, n_new: int) -> dict[str, Any]:
+def check_model(name: str, model: Any, tokenizer: Any, folder: Path, n_new: int,
+                original: Path | None = None) -> dict[str, Any]:
     all_ids = tokenizer.encode(VARIED_TEXT, allowed_special="all")
     ids = all_ids[: model.config.max_seq_len]  # the logits of what fits in the context
     ours = our_logits(model, ids)
     paths, exports = export_all(model, tokenizer, folder, name)
     report: dict[str, Any] = {"exports": exports, "varied_text_tokens": len(all_ids), "logit_positions": len(ids)}
-    report["transformers"] = check_transformers(paths, all_ids, ids, ours)
+    report["transformers"] = check_transformers(paths, all_ids, ids, ours, original)
     report["llama.cpp"] = check_llama_cpp(paths, model, tokenizer, name, all_ids, ids, ours, n_new)
     if name == "shakespeare" and "skipped" not in report["llama.cpp"]:
         report["decode_speed"] = decode_speed(paths["gguf-f32"], model, tokenizer, "ROMEO:", 100)
@@ -198,7 +211,7 @@ def main() -> None:
         smollm2 = find_smollm2()
         if smollm2 is not None and not args.no_smollm2:
             model, tokenizer = tl.load_pretrained(smollm2, max_seq_len=512)
-            results["smollm2"] = check_model("smollm2", model, tokenizer, folder, args.new_tokens)
+            results["smollm2"] = check_model("smollm2", model, tokenizer, folder, args.new_tokens, original=smollm2)
             print(json.dumps({"smollm2": results["smollm2"]}, indent=1, ensure_ascii=False), flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
