@@ -119,19 +119,21 @@ def save_gguf(
 
     held, converted, widened = [], [], []
     with atomic_output(path, is_dir=False, force=force) as tmp:
-        writer.write_header_to_file(tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for gguf_name, value, type_name, row_heads in plan:
-            data, was_held = tensor_bytes(value, type_name, row_heads)
-            writer.write_tensor_data(data)
-            if was_held:
-                held.append(gguf_name)
-            elif hasattr(value, "dequantize"):
-                converted.append(f"{gguf_name} ({value.scheme}, group {value.group_size} -> {type_name})")
-            if type_name == "F16" and dtype in ("q8_0", "q4_0"):
-                widened.append(gguf_name)
-        writer.close()
+        try:
+            writer.write_header_to_file(tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for gguf_name, value, type_name, row_heads in plan:
+                data, was_held = tensor_bytes(value, type_name, row_heads)
+                writer.write_tensor_data(data)
+                if was_held:
+                    held.append(gguf_name)
+                elif hasattr(value, "dequantize") and type_name in ("Q8_0", "Q4_0"):
+                    converted.append(f"{gguf_name} ({value.scheme}, group {value.group_size} -> {type_name})")
+                if type_name == "F16" and dtype in ("q8_0", "q4_0"):
+                    widened.append(gguf_name)
+        finally:
+            writer.close()
     if held:
         logger.info("%s: %d tensor(s) written from the blocks the model holds", path, len(held))
     if converted:
