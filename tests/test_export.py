@@ -192,6 +192,16 @@ def test_gguf_q_and_k_rows_are_in_llama_cpp_rope_order(tokenizer, tmp_path) -> N
         assert not np.array_equal(stored, to_numpy(weight.data))
 
 
+def test_rows_that_are_not_whole_blocks_are_written_as_f16(tokenizer, tmp_path) -> None:
+    model = make_model(tokenizer, dim=48, n_heads=2, n_kv_heads=1, ffn_hidden_dim=64)  # 48 inputs: not 32-blocks
+    reader = GGUFReader(save_gguf(model, tokenizer, tmp_path / "m.gguf", dtype="q4_0"))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.ffn_down.weight"] == "Q4_0"  # ffn_down: 64 inputs
+    loaded, _ = tl.load_pretrained(tmp_path / "m.gguf")
+    ids = ids_of(tokenizer)
+    assert np.abs(logits(loaded, ids) - logits(model, ids)).max() < 0.5
+
+
 def test_gguf_without_a_tokenizer_holds_weights_only(tokenizer, tmp_path) -> None:
     model = make_model(tokenizer)
     loaded, loaded_tokenizer = tl.load_pretrained(save_gguf(model, None, tmp_path / "m.gguf"))
@@ -365,17 +375,21 @@ SMOLLM2_PROMPT = "The capital of France is Paris. 12 + 30 = 42, isn't it?"
 
 
 @needs_smollm2
-def test_smollm2_round_trips_through_gguf_f32_bit_exact(tmp_path) -> None:
+def test_smollm2_round_trips_through_gguf_and_hf_f32_bit_exact(tmp_path) -> None:
     model, tokenizer = tl.load_pretrained(SMOLLM2, max_seq_len=64)
     ids = tokenizer.encode(SMOLLM2_PROMPT)
     expected = logits(model, ids)
     path = save_gguf(model, tokenizer, tmp_path / "smol.gguf", dtype="f32")
     assert metadata_value(GGUFReader(path), "tokenizer.ggml.pre") == "smollm"
+    save_pretrained(model, tokenizer, tmp_path / "smol-hf")
     del model
-    loaded, loaded_tokenizer = tl.load_pretrained(path, max_seq_len=64)
-    np.testing.assert_array_equal(logits(loaded, ids), expected)
-    assert encoded(loaded_tokenizer) == encoded(tokenizer)
-    assert loaded_tokenizer.chat_template == tokenizer.chat_template
+    for exported in (path, tmp_path / "smol-hf"):
+        loaded, loaded_tokenizer = tl.load_pretrained(exported, max_seq_len=64)
+        np.testing.assert_array_equal(logits(loaded, ids), expected)
+        assert encoded(loaded_tokenizer) == encoded(tokenizer)
+        assert loaded_tokenizer.chat_template == tokenizer.chat_template
+        assert (loaded_tokenizer.bos_id, loaded_tokenizer.eos_id) == (tokenizer.bos_id, tokenizer.eos_id)
+        del loaded
 
 
 @needs_smollm2
