@@ -158,6 +158,14 @@ def check_llama_cpp(paths: dict[str, Path], model: Any, tokenizer: Any, name: st
         results[f"top1_agreement_{dtype}"] = {"agreement": round(agree, 4), "positions": len(ids),
                                               "max_abs_logit_difference": float(np.abs(theirs - ours).max())}
         del llm
+        if dtype != "f32":  # the same quantized file read by tinyllm: how much is the format, how much the reader
+            reread, _ = tl.load_pretrained(paths[f"gguf-{dtype}"], max_seq_len=model.config.max_seq_len)
+            same_file = our_logits(reread, ids)
+            del reread
+            results[f"top1_agreement_{dtype}"]["tinyllm_reading_the_file_vs_float32"] = round(
+                float((same_file.argmax(-1) == ours.argmax(-1)).mean()), 4)
+            results[f"top1_agreement_{dtype}"]["llama.cpp_vs_tinyllm_on_the_same_file"] = round(
+                float((theirs.argmax(-1) == same_file.argmax(-1)).mean()), 4)
     return results
 
 
