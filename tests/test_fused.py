@@ -3,9 +3,9 @@
 For every fused op there are two properties, each drawn over small random shapes:
 
 - ``gradcheck``: the hand-derived backward agrees with central differences in float64;
-- "equals its ``_simple`` twin": the same computation written here from primitive
-  autograd ops (matmul, softmax, masked_fill, mean, rsqrt, sigmoid, ...) gives the
-  same output AND the same gradients after backward through both.
+- "equals its plain version": the same computation written from primitive autograd ops
+  (matmul, exp, sum, masked_fill, mean, rsqrt, sigmoid, ...) in ``tinyllm.nn.reference``
+  gives the same output AND the same gradients after backward through both.
 
 Attention shapes: B batch, H query heads, Hkv key/value heads dividing H (Hkv = 1 is
 MQA, Hkv = H is MHA), D head_dim, T queries, S >= T keys (S > T is the causal case
@@ -26,8 +26,15 @@ from hypothesis import strategies as st
 
 import tinyllm as tl
 from tinyllm.autograd import gradcheck
-from tinyllm.autograd.ops import concatenate, cross_entropy, log_softmax
+from tinyllm.autograd.ops import cross_entropy
 from tinyllm.nn.fused import apply_rope, layer_norm, linear, rms_norm, scaled_dot_product_attention, swiglu
+from tinyllm.nn.reference import attention as attention_simple
+from tinyllm.nn.reference import cross_entropy as cross_entropy_simple
+from tinyllm.nn.reference import layer_norm as layer_norm_simple
+from tinyllm.nn.reference import linear as linear_simple
+from tinyllm.nn.reference import rms_norm as rms_norm_simple
+from tinyllm.nn.reference import rope as rope_simple
+from tinyllm.nn.reference import swiglu as swiglu_simple
 from tinyllm.nn.rotary import rope_frequencies
 
 # float64 forward/backward of the fused op and its twin differ only by rounding.
@@ -88,38 +95,6 @@ def attention_inputs(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np
     return rng.standard_normal((B, H, T, D)), rng.standard_normal((B, Hkv, S, D)), rng.standard_normal((B, Hkv, S, D))
 
 
-def repeat_kv_simple(x: tl.Tensor, n_heads: int) -> tl.Tensor:
-    """(B, Hkv, S, D) -> (B, H, S, D): each key/value head repeated for the H/Hkv query heads that read it."""
-    B, Hkv, S, D = x.shape
-    group = n_heads // Hkv
-    x = x.reshape(B, Hkv, 1, S, D).broadcast_to((B, Hkv, group, S, D))  # (B, Hkv, G, S, D)
-    return x.reshape(B, n_heads, S, D)  # query head h reads key/value head h // G
-
-
-def attention_simple(
-    q: tl.Tensor,
-    k: tl.Tensor,
-    v: tl.Tensor,
-    is_causal: bool = True,
-    keep: np.ndarray | None = None,
-    p: float = 0.0,
-    scale: float | None = None,
-) -> tl.Tensor:
-    """Unfused attention: repeat K/V heads, q k^T / sqrt(D), mask the future, softmax, [dropout mask], times v."""
-    B, H, T, D = q.shape
-    S = k.shape[2]
-    k, v = repeat_kv_simple(k, H), repeat_kv_simple(v, H)  # (B, H, S, D)
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    scores = (q @ k.swapaxes(-1, -2)) * scale  # (B, H, T, S)
-    if is_causal:
-        future = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)  # query i sees keys 0 .. i + S - T
-        scores = scores.masked_fill(tl.tensor(future), -np.inf)
-    probs = scores.softmax(axis=-1)
-    if keep is not None:
-        probs = probs * tl.tensor(keep / (1.0 - p))
-    return probs @ v  # (B, H, T, D)
-
-
 @given(attention_shapes())
 @example((1, 4, 1, 2, 3, 4, 0))  # MQA
 @example((2, 4, 2, 4, 3, 3, 1))  # GQA
@@ -168,14 +143,15 @@ def test_attention_dropout_equals_simple_with_the_same_mask(shape: tuple[int, ..
     """The fused op drops entries of P with the mask rng.random(P's shape) >= p and rescales the rest."""
     B, H, Hkv, D, T, S, seed = shape
     tl.get_backend().seed(7)
-    keep = to_numpy(tl.get_backend().rng.random((B, Hkv, H // Hkv * T, S))) >= p  # P as the fused op lays it out
+    mask_shape, dtype = (B, Hkv, H // Hkv * T, S), np.float64  # P as the fused op lays it out (float64 inputs)
+    keep = to_numpy(tl.get_backend().rng.random(mask_shape, dtype=dtype)) >= p
     keep = keep.reshape(B, H, T, S)  # (B, Hkv, G*T, S) -> (B, H, T, S): query head h = kv_head * G + g
 
     def fused(*x: tl.Tensor) -> tl.Tensor:
         tl.get_backend().seed(7)
         return scaled_dot_product_attention(*x, dropout_p=p)
 
-    assert_matches_simple(fused, lambda *x: attention_simple(*x, keep=keep, p=p), attention_inputs(shape), seed)
+    assert_matches_simple(fused, lambda *x: attention_simple(*x, keep=keep, dropout_p=p), attention_inputs(shape), seed)
 
 
 @given(attention_shapes(), st.sampled_from([0.3, 2.0]))
@@ -212,16 +188,6 @@ def test_attention_rejects_bad_shapes() -> None:
 # -- normalisation -------------------------------------------------------------------------------
 
 row_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), seeds)  # (B, T, D, seed)
-
-
-def rms_norm_simple(x: tl.Tensor, weight: tl.Tensor, eps: float) -> tl.Tensor:
-    return x * ((x * x).mean(axis=-1, keepdims=True) + eps).rsqrt() * weight
-
-
-def layer_norm_simple(x: tl.Tensor, weight: tl.Tensor, bias: tl.Tensor, eps: float) -> tl.Tensor:
-    centered = x - x.mean(axis=-1, keepdims=True)
-    variance = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered * (variance + eps).rsqrt() * weight + bias
 
 
 def norm_inputs(shape: tuple[int, ...], with_bias: bool) -> list[np.ndarray]:
@@ -284,13 +250,6 @@ def rope_inputs(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return rng.standard_normal((B, H, T, D)), np.cos(angles), np.sin(angles)
 
 
-def rope_simple(x: tl.Tensor, cos: np.ndarray, sin: np.ndarray) -> tl.Tensor:
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]  # the pairs (i, i + D/2)
-    c, s = tl.tensor(cos), tl.tensor(sin)
-    return concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
-
-
 @given(rope_shapes)
 def test_rope_gradcheck(shape: tuple[int, ...]) -> None:
     x, cos, sin = rope_inputs(shape)
@@ -325,10 +284,6 @@ def test_rope_keeps_norms_and_relative_positions() -> None:
 # -- SwiGLU and linear -----------------------------------------------------------------------------
 
 elementwise_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 5), seeds)
-
-
-def swiglu_simple(a: tl.Tensor, b: tl.Tensor) -> tl.Tensor:
-    return a * a.sigmoid() * b
 
 
 def swiglu_inputs(shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -371,11 +326,6 @@ def linear_inputs(shape: tuple[int, ...]) -> list[np.ndarray | None]:
     return [x, weight, rng.standard_normal(n_out) if bias else None]
 
 
-def linear_simple(x: tl.Tensor, weight: tl.Tensor, bias: tl.Tensor | None) -> tl.Tensor:
-    y = x @ weight.T  # (B, T, out)
-    return y if bias is None else y + bias
-
-
 @given(linear_shapes)
 @example((2, 3, 4, 2, False, 0))
 @example((2, 3, 4, 2, True, 0))
@@ -411,14 +361,6 @@ def ce_inputs(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     targets[rng.random((B, T)) < 0.25] = -100
     targets[0, 0] = rng.integers(0, V)
     return rng.standard_normal((B, T, V)) * 2, targets
-
-
-def cross_entropy_simple(logits: tl.Tensor, targets: np.ndarray) -> tl.Tensor:
-    """-mean over kept rows of log_softmax(logits)[target], as a one-hot product."""
-    V = logits.shape[-1]
-    keep = targets != -100
-    onehot = (np.arange(V) == np.where(keep, targets, 0)[..., None]) & keep[..., None]  # (B, T, V)
-    return -(log_softmax(logits, axis=-1) * tl.tensor(onehot.astype(np.float64))).sum() / int(keep.sum())
 
 
 @given(ce_shapes, st.sampled_from(["mean", "sum", "none"]))

@@ -56,6 +56,13 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
 
 
+class CheckpointSaveError(OSError):
+    """Saving failed (disk full, ...); the directory still holds the previous complete checkpoint, if there was one."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 @dataclass
 class Checkpoint:
     """What ``load_checkpoint`` read, with every file's size and hash verified.
@@ -71,6 +78,17 @@ class Checkpoint:
     train_state: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
     tokenizer_path: Path | None = None
+
+    def training_state(self) -> dict[str, Any]:
+        """``train_state`` after checking it holds what resuming needs (``step``); else ``CheckpointError``."""
+        step = self.train_state.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(
+                f"{self.directory / MANIFEST} has no training step (train_state.step is {step!r}): it holds a model "
+                f"but not a training run, so training cannot resume from it. Use the other checkpoint (best/ or last/), "
+                f"or start a new run"
+            )
+        return self.train_state
 
     def build_model(self) -> Transformer:
         """A ``Transformer`` of the saved config with the saved weights, in eval mode."""
@@ -105,6 +123,40 @@ def save_checkpoint(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    existed = {path.name for path in directory.iterdir()}
+    try:
+        return _save(directory, model, optimizer, train_state, train_config, tokenizer_path)
+    except OSError as error:  # a full disk, a lost mount, no permission: the manifest still names the old files
+        named = _names_in_manifest(directory)
+        for path in directory.iterdir():  # remove the new files this save wrote; the manifest's files stay
+            if _CONTENT_FILE.match(path.name) and path.name not in existed and path.name not in named:
+                path.unlink(missing_ok=True)
+        kept = (f"The previous checkpoint in {directory} is intact and still loads"
+                if MANIFEST in existed else f"No earlier checkpoint was in {directory}")
+        raise CheckpointSaveError(
+            error.errno, f"could not save the checkpoint to {directory} ({error.strerror or error}). {kept}; "
+            f"free some space (or fix the problem) and run again (--resume continues from the last complete checkpoint)"
+        ) from error
+
+
+def _names_in_manifest(directory: Path) -> set[str]:
+    """The file names the manifest on disk refers to (empty if it cannot be read)."""
+    try:
+        files = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["files"]
+        return {entry["name"] for entry in files.values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _save(
+    directory: Path,
+    model: Transformer,
+    optimizer: Optimizer | None,
+    train_state: dict[str, Any] | None,
+    train_config: dict[str, Any] | None,
+    tokenizer_path: str | os.PathLike | None,
+) -> Path:
+    """The three steps of ``save_checkpoint`` (content files, manifest, clean-up), which may raise ``OSError``."""
     backend = get_backend()
     files: dict[str, dict[str, Any]] = {}
 
@@ -170,6 +222,7 @@ def load_checkpoint(directory: str | os.PathLike, load_optimizer: bool = True) -
         manifest_path, FORMAT_NAME, FORMAT_VERSION, "checkpoint manifest", CheckpointError,
         fix="Use the other checkpoint (best/ or last/) or train again.",
     )
+    _check_manifest(manifest, manifest_path)
     files = manifest["files"]
     model_state = _read_safetensors(directory, files["model"])
     optimizer_state = None
@@ -194,6 +247,27 @@ def load_checkpoint(directory: str | os.PathLike, load_optimizer: bool = True) -
         train_config=manifest.get("train_config", {}),
         tokenizer_path=tokenizer_path,
     )
+
+
+def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """A ``CheckpointError`` naming what is missing, instead of a ``KeyError`` deep in the loader."""
+    problems = []
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        problems.append('no "files" object')
+    else:
+        wanted = ["model"] + (["optimizer"] if manifest.get("optimizer") is not None else [])
+        for role in wanted:
+            entry = files.get(role)
+            if not isinstance(entry, dict) or not {"name", "bytes", "sha256"} <= entry.keys():
+                problems.append(f'no complete "files.{role}" entry (name, bytes, sha256)')
+    if not isinstance(manifest.get("model_config"), dict):
+        problems.append('no "model_config" object')
+    if problems:
+        raise CheckpointError(
+            f"{path} is incomplete: {'; '.join(problems)} (edited by hand, or written by another program). "
+            f"Use the other checkpoint (best/ or last/) or train again."
+        )
 
 
 def restore(checkpoint: Checkpoint, model: Transformer, optimizer: Optimizer | None = None) -> None:

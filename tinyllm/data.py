@@ -11,9 +11,10 @@ What is on disk, in ``cache_dir`` (as nanoGPT's ``prepare.py`` writes train.bin 
     <name>.meta.json                   what they were built from: the SHA-256 of the text and of the
                                        tokenizer file, the dtype, counts and the val split's characters per token
 
-The token files are built once and reused while the text and the tokenizer are unchanged
-(their hashes match ``meta.json``); change either and they are rebuilt. Batches are read from a
-``numpy.memmap``, so the whole token file never has to be in memory.
+The text is read, encoded and written a chunk at a time (``BPETokenizer.encode_iterable``), so a
+text of any size tokenizes in bounded memory. The token files are built once and reused while the
+text and the tokenizer are unchanged (their hashes match ``meta.json``); change either and they are
+rebuilt. Batches are read from a ``numpy.memmap``, so the whole token file never has to be in memory.
 
 The split is by characters, as nanoGPT: the first 90% of the text is for training and the
 rest for validation, each encoded on its own. Encoding the val text alone gives its exact
@@ -26,15 +27,19 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from .backends import get_backend
-from .fileio import atomic_write, sha256_file
+from .fileio import atomic_write, fsync_directory, sha256_file
 from .tokenizer import BPETokenizer, load_tokenizer
+from .tokenizer.stream import DEFAULT_CHUNK_CHARS as STREAM_CHUNK_CHARS
+from .tokenizer.stream import iter_id_blocks
 
 CACHE_VERSION = 1
 
@@ -102,9 +107,10 @@ class TokenDataset:
         so y[b, t] is the token that follows x[b, :t+1]. With tokens = [5, 6, 7, 8, 9] and
         T = 3, an offset of 1 gives x = [6, 7, 8] and y = [7, 8, 9].
 
-        ``rng`` picks the offsets; by default the backend's generator, so ``set_backend(..., seed=s)``
-        reproduces the batches (and a checkpoint that saves its state resumes them exactly).
-        Returns backend arrays of int64 (on the GPU for CuPy).
+        ``rng`` picks the offsets: training passes a host ``numpy.random.Generator`` (whose state a
+        checkpoint saves); by default the backend's generator, so ``set_backend(..., seed=s)``
+        reproduces the batches. Returns backend arrays of int64 (on the GPU for CuPy): the rows are
+        read from the memory map on the host and copied to the device once, in one piece.
         """
         tokens = self.split(split)
         self.check_block_size(block_size)
@@ -112,8 +118,8 @@ class TokenDataset:
         rng = backend.rng if rng is None else rng
         starts = backend.to_host(rng.integers(0, len(tokens) - block_size, size=batch_size))  # (B,)
         positions = starts[:, None] + np.arange(block_size + 1)  # (B, T+1)
-        rows = np.asarray(tokens[positions], dtype=np.int64)  # (B, T+1), read from the memory map
-        return backend.asarray(rows[:, :-1]), backend.asarray(rows[:, 1:])  # (B, T), (B, T)
+        rows = backend.asarray(np.asarray(tokens[positions], dtype=np.int64))  # (B, T+1): one host-to-device copy
+        return rows[:, :-1], rows[:, 1:]  # (B, T), (B, T): views of the same rows
 
 
 def prepare_tokens(
@@ -121,11 +127,14 @@ def prepare_tokens(
     tokenizer_path: str | os.PathLike,
     cache_dir: str | os.PathLike,
     val_fraction: float = 0.1,
+    workers: int = 1,
 ) -> TokenDataset:
     """Tokenize ``text_path`` with the tokenizer file into ``cache_dir`` (or reuse what is there) and map it.
 
     Rebuilds the token files when the text's or the tokenizer file's SHA-256 differs from the
     recorded one (editing either, even keeping its modification time, triggers a rebuild).
+    The text is streamed, so a file of any size tokenizes in bounded memory (about a chunk of
+    text and its ids per process); ``workers`` > 1 encodes chunks in that many processes.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -141,7 +150,7 @@ def prepare_tokens(
     }
     meta = _read_meta(meta_path)
     if not _cache_is_valid(meta, wanted, bin_paths):
-        meta = _build_token_files(text_path, tokenizer_path, cache_dir, meta_path, bin_paths, wanted)
+        meta = _build_token_files(text_path, tokenizer_path, cache_dir, meta_path, bin_paths, wanted, workers)
     dtype = np.dtype(meta["dtype"])
     return TokenDataset(
         train=_map_tokens(bin_paths["train"], dtype, meta["n_train"]),
@@ -154,20 +163,35 @@ def prepare_tokens(
 
 
 def _build_token_files(
-    text_path: Path, tokenizer_path: Path, cache_dir: Path, meta_path: Path, bin_paths: dict[str, Path], wanted: dict
+    text_path: Path,
+    tokenizer_path: Path,
+    cache_dir: Path,
+    meta_path: Path,
+    bin_paths: dict[str, Path],
+    wanted: dict,
+    workers: int = 1,
+    chunk_chars: int = STREAM_CHUNK_CHARS,
 ) -> dict:
-    """Encode the two splits and write them; ``meta.json`` is written last, so it only ever describes complete files."""
+    """Encode the two splits and write them; ``meta.json`` is written last, so it only ever describes complete files.
+
+    The text is streamed (``BPETokenizer.encode_iterable``): a pass counts its characters to place the
+    split, then each split is read, encoded and written ``chunk_chars`` characters at a time, so a text
+    of any size needs memory for a chunk, not for the text or its ids. The ids are those of encoding
+    each split whole.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # from here until the new meta exists, the cache counts as absent
     tokenizer = load_tokenizer(tokenizer_path)
-    text = text_path.read_text(encoding="utf-8")
-    cut = int(len(text) * (1.0 - wanted["val_fraction"]))
+    n_chars = sum(len(block) for block in _read_blocks(text_path, chunk_chars))
+    cut = int(n_chars * (1.0 - wanted["val_fraction"]))
     dtype = token_dtype(tokenizer.vocab_size)
     counts = {}
-    for split, part in (("train", text[:cut]), ("val", text[cut:])):
-        ids = np.array(tokenizer.encode_ordinary(part), dtype=dtype)
-        atomic_write(bin_paths[split], ids.tobytes())
-        counts[split] = (len(part), len(ids))
+    with open(text_path, encoding="utf-8") as f:  # text mode as read_text: "\r\n" reads as "\n"
+        for split, n_split in (("train", cut), ("val", n_chars - cut)):
+            blocks = iter_id_blocks(
+                tokenizer, _take(f, n_split, chunk_chars), "none", chunk_chars=chunk_chars, workers=workers
+            )
+            counts[split] = (n_split, _write_ids(bin_paths[split], blocks, dtype))
     val_chars, n_val = counts["val"]
     meta = {
         **wanted,
@@ -181,6 +205,44 @@ def _build_token_files(
     }
     atomic_write(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+def _read_blocks(path: Path, chunk_chars: int) -> Iterator[str]:
+    """The text of a file, ``chunk_chars`` characters at a time (UTF-8, newlines as ``read_text`` gives them)."""
+    with open(path, encoding="utf-8") as f:
+        while block := f.read(chunk_chars):
+            yield block
+
+
+def _take(f: TextIO, n_chars: int, chunk_chars: int) -> Iterator[str]:
+    """The next ``n_chars`` characters of an open text file, in blocks of at most ``chunk_chars``."""
+    while n_chars > 0:
+        block = f.read(min(n_chars, chunk_chars))
+        if not block:
+            raise ValueError(f"{f.name} ended early: was it changed while being tokenized?")
+        n_chars -= len(block)
+        yield block
+
+
+def _write_ids(path: Path, blocks: Iterable[list[int]], dtype: np.dtype) -> int:
+    """Write blocks of ids to ``path`` as raw ``dtype``, crash-safe as ``atomic_write``; return how many."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for block in blocks:
+                f.write(np.asarray(block, dtype=dtype).tobytes())
+                count += len(block)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_directory(path.parent)
+    return count
 
 
 def _cache_is_valid(meta: dict | None, wanted: dict, bin_paths: dict[str, Path]) -> bool:

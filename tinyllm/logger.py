@@ -13,12 +13,11 @@
 
 ``step`` counts optimizer steps done; ``time`` is seconds since the logger was created.
 The plot needs matplotlib (``pip install "tinyllm[plot]"``); without it, ``plot`` returns None
-and everything else works.
+and everything else works. ``python -m tinyllm.plot out/shakespeare/log.jsonl`` draws any run's log afterwards.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -36,14 +35,21 @@ class TrainingLogger:
     kept (so the plot shows the whole run) and later ones, written after that checkpoint by
     the run that stopped, are dropped: the resumed run will log those steps again. Without
     ``resume_step`` an existing log is replaced.
+
+    ``enabled=False``: keep the records in memory but touch no file (the ranks other than 0 of
+    a distributed run, where rank 0 alone writes).
     """
 
-    def __init__(self, out_dir: str | os.PathLike, resume_step: int | None = None) -> None:
+    def __init__(self, out_dir: str | os.PathLike, resume_step: int | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "log.jsonl"
         self.plot_path = self.out_dir / "loss.png"
         self.records: list[dict[str, Any]] = []
+        self._start = time.perf_counter()
+        if not enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             with open(self.path, encoding="utf-8") as f:
                 self.records = [r for r in map(json.loads, f) if r["step"] <= resume_step]
@@ -56,6 +62,8 @@ class TrainingLogger:
         record = {"kind": kind, "step": int(step), "time": round(time.perf_counter() - self._start, 3)}
         record.update({k: _json_number(v) for k, v in metrics.items()})
         self.records.append(record)
+        if not self.enabled:
+            return record
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         return record
@@ -63,36 +71,20 @@ class TrainingLogger:
     @staticmethod
     def can_plot() -> bool:
         """True when matplotlib can be imported."""
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        from .plot import can_plot  # imported when used: `python -m tinyllm.plot` must not find it loaded already
+
+        return can_plot()
 
     def plot(self) -> Path | None:
-        """Draw train loss and val loss against step into ``loss.png``; None when matplotlib is missing."""
-        if not self.can_plot():
-            return None
-        # The object-oriented API (Figure + savefig) draws off-screen without pyplot's global state,
-        # so it works on a machine without a display and does not change the user's backend.
-        from matplotlib.figure import Figure
+        """Draw train loss and val loss against step into ``loss.png``; None when matplotlib is missing.
 
-        figure = Figure(figsize=(7, 4), dpi=100)
-        axes = figure.add_subplot()
-        for kind, key, label in (("train", "loss", "train loss"), ("eval", "val_loss", "val loss")):
-            points = [(r["step"], r[key]) for r in self.records if r["kind"] == kind and r.get(key) is not None]
-            if points:
-                steps, values = zip(*points)
-                axes.plot(steps, values, label=label, marker="o" if kind == "eval" else None, markersize=3)
-        axes.set_xlabel("step")
-        axes.set_ylabel("cross-entropy (nats per token)")
-        axes.set_title(self.out_dir.name)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        atomic_write(self.plot_path, buffer.getvalue())
-        return self.plot_path
+        A finished run's log can be drawn again at any time: ``python -m tinyllm.plot out_dir/log.jsonl``.
+        """
+        from .plot import draw_loss_plot
+
+        if not self.enabled or not self.can_plot():
+            return None
+        return draw_loss_plot(self.records, self.plot_path, title=self.out_dir.name)
 
 
 def _json_number(value: Any) -> Any:

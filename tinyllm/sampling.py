@@ -71,8 +71,13 @@ def sample_next(
 ) -> int:
     """One token id from a row of logits (V,) on the host: greedy at temperature 0, else sampled."""
     logits = np.asarray(logits, dtype=np.float64)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not temperature >= 0 or temperature == np.inf:  # "not >=": NaN fails every comparison
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
+    if np.isnan(logits).any():
+        raise ValueError(
+            f"the model's logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}), so no token can be "
+            f"picked: its weights hold NaN or infinity (a diverged training run, or a damaged file); load another checkpoint"
+        )
     if temperature == 0:
         return int(np.argmax(logits))
     z = logits / temperature
@@ -115,7 +120,17 @@ def generate(
     >>> # for token in generate(model, tokenizer.encode("ROMEO:"), 50, temperature=0.8, top_k=40):
     >>> #     print(tokenizer.decode([token]), end="", flush=True)
     """
-    prompt = [int(t) for t in prompt_ids]
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int | np.integer) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if hasattr(prompt_ids, "dtype"):  # a NumPy or CuPy array: check its dtype, then take plain ints
+        if prompt_ids.dtype.kind not in "iu":
+            raise TypeError(f"prompt ids must be integers (token ids from tokenizer.encode), got dtype {prompt_ids.dtype}")
+        prompt_ids = get_backend().to_host(prompt_ids).tolist()
+    prompt = list(prompt_ids)
+    not_ids = [t for t in prompt if isinstance(t, bool) or not isinstance(t, int | np.integer)]
+    if not_ids:
+        raise TypeError(f"prompt ids must be integers (token ids from tokenizer.encode), got {not_ids[0]!r}")
+    prompt = [int(t) for t in prompt]
     max_seq_len = model.config.max_seq_len
     already = cache.length if cache is not None else 0
     if not prompt:

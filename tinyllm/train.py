@@ -1,12 +1,13 @@
 """Training a language model: ``TrainConfig``, and ``train``, a loop meant to be read top to bottom.
 
-One optimizer step (nanoGPT's ``train.py`` is the model for this loop)::
+One optimizer step, ``train_step`` (nanoGPT's ``train.py`` is the model for this loop)::
 
     lr = get_lr(step, ...)                           linear warmup, then cosine decay to min_lr
     for each of grad_accum_steps micro-batches:
         x, y = data.get_batch("train", B, T)         (B, T) token ids, y = x shifted by one
         loss = cross-entropy(model(x), y)            mean over the B*T predictions
         (loss / grad_accum_steps).backward()         gradients add up over the micro-batches
+    all_reduce_gradients(parameters)                 several ranks: the mean over them (else nothing)
     clip_grad_norm_(parameters, grad_clip)           rescale so the global gradient norm <= grad_clip
     optimizer.step(); optimizer.zero_grad()          AdamW, weight decay on matrices only
 
@@ -15,9 +16,18 @@ bits per character, next-token accuracy), save ``out_dir/last``, and ``out_dir/b
 the val loss improved. A loss or gradient norm that is NaN or infinite stops training with
 ``TrainingDiverged``, leaving the last good checkpoint as it was.
 
-Resuming is exact: a checkpoint holds the parameters, AdamW's moments and step count, and the
-state of the backend's random generator (which draws both the batches and the dropout masks),
-so on the NumPy backend N steps + resume + M steps give the same parameters as N + M steps.
+Resuming is exact, on NumPy and on CuPy alike: a checkpoint holds the parameters, AdamW's moments
+and step counts, and the state of the host (NumPy) generator that draws the batch offsets. The
+device's random numbers (dropout masks) are not saved, because CuPy cannot export its generator's
+state: while micro-batch i of step s is computed, the device generator is one seeded by
+``micro_batch_seed(seed, s, i)`` alone, so it draws the same masks whether or not the run stopped
+before it. Hence N steps + resume + M steps give the same parameters as N + M steps.
+
+Started by a launcher (``mpiexec -n N python ...``), the same loop trains data-parallel
+(``tinyllm.distributed``): a step's global batch is N x grad_accum_steps micro-batches, rank r
+computes every N-th of them, ``all_reduce_gradients`` averages the gradients before clipping,
+evaluation is shared the same way, and rank 0 alone writes checkpoints and logs. The result is
+that of one process with N x grad_accum_steps (docs/distributed.md).
 
     config = TrainConfig(max_steps=600, out_dir="out/shakespeare")
     model = Transformer(ModelConfig(vocab_size=512))
@@ -31,6 +41,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,25 +49,33 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed as dist
 from .autograd import no_grad
 from .backends import get_backend
 from .checkpoint import Checkpoint, restore, save_checkpoint
 from .data import TokenDataset
 from .logger import TrainingLogger
 from .models import Transformer
-from .optim import AdamW, clip_grad_norm_, get_lr
+from .optim import AdamW, Optimizer, clip_grad_norm_, get_lr
 from .utils import dataclass_from_dict
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite; training stopped."""
+    """The loss or the gradient norm became NaN or infinite; training stopped.
+
+    ``what`` names the quantity ("training loss", "gradient norm", "val loss"), ``value`` is what it became.
+    """
+
+    def __init__(self, message: str, what: str = "", value: float = math.nan) -> None:
+        super().__init__(message)
+        self.what, self.value = what, value
 
 
 @dataclass
 class TrainConfig:
     batch_size: int = 16  # B: sequences per micro-batch
     block_size: int = 128  # T: tokens per sequence, the context the model learns to use
-    grad_accum_steps: int = 1  # micro-batches per optimizer step: B * grad_accum_steps sequences per step
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (per rank): B * grad_accum_steps sequences per step
     max_steps: int = 600  # optimizer steps in the whole run (the cosine schedule ends here)
     lr: float = 3e-3  # peak learning rate, reached at the end of warmup
     min_lr: float = 3e-4  # where the cosine decay ends
@@ -81,8 +100,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("TrainConfig.warmup_steps, grad_clip and weight_decay must not be negative")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "eps"):  # NaN fails every comparison: test it first
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if len(self.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1) (e.g. (0.9, 0.95)), got {self.betas!r}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
 
@@ -109,6 +134,68 @@ def configure_optimizer(model: Transformer, config: TrainConfig) -> AdamW:
     return AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
+def train_step(
+    model: Transformer,
+    optimizer: Optimizer,
+    micro_batches: Iterable[tuple[Any, Any]],
+    lr: float,
+    grad_clip: float = 0.0,
+    grad_accum_steps: int | None = None,
+) -> tuple[float, float]:
+    """One optimizer step; returns (the step's mean training loss, the gradient norm before clipping).
+
+    This is the whole of what ``train``'s loop does per step, with none of its bookkeeping
+    (resuming, checkpoints, logging, the progress bar)::
+
+        for x, y in micro_batches:                    (B, T) token ids, y = x shifted by one
+            logits, loss = model(x, y)                (B, T, vocab), mean cross-entropy over B*T
+            (loss / grad_accum_steps).backward()      gradients add up in p.grad
+        all_reduce_gradients(parameters)              several ranks only: average the ranks' gradients
+        norm = clip_grad_norm_(parameters, grad_clip) rescale all gradients if their norm > grad_clip
+        optimizer.step()                              p -= lr * (AdamW's update), in place
+        optimizer.zero_grad()                         clear p.grad for the next step
+
+    ``micro_batches`` is a list of ``(x, y)`` pairs (``[(x, y)]`` for one batch) or any iterable
+    of them; ``grad_accum_steps`` is how many it holds (by default ``len(micro_batches)``), so
+    that the gradient is the mean over all of them. In a data-parallel run (``tinyllm.distributed``)
+    each rank passes its share of the global batch and the average over ranks makes the gradient
+    of the whole batch; in a plain run that all-reduce does nothing.
+
+    ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss or gradient norm
+    (both checked before the update) raises ``TrainingDiverged`` and leaves the parameters as they were.
+
+    >>> import numpy as np, tinyllm as tl
+    >>> from tinyllm.models import ModelConfig, Transformer
+    >>> _ = tl.set_backend("numpy", seed=0)
+    >>> model = Transformer(ModelConfig(vocab_size=16, dim=8, n_layers=1, n_heads=2, max_seq_len=8))
+    >>> optimizer = tl.optim.AdamW(model.parameters(), lr=1e-2)
+    >>> x = np.arange(8).reshape(1, 8); y = x + 1    # (B, T) = (1, 8): predict the next number
+    >>> loss, norm = train_step(model, optimizer, [(x, y)], lr=1e-2)
+    >>> round(loss, 1)                                # about ln(16) = 2.77 before any learning
+    2.8
+    """
+    if grad_accum_steps is None:
+        grad_accum_steps = len(micro_batches)  # type: ignore[arg-type]
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    step_loss = 0.0
+    for x, y in micro_batches:  # (B, T) each
+        _, loss = model(x, y)
+        (loss * (1.0 / grad_accum_steps)).backward()  # the mean over all micro-batches
+        loss_value = loss.item()  # read after backward is queued: the GPU is not left idle waiting for us
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
+        step_loss += loss_value / grad_accum_steps
+    dist.all_reduce_gradients(model.parameters())  # several ranks: the mean gradient of the global batch
+    step_loss = dist.all_reduce_mean(step_loss)
+    grad_norm = clip_grad_norm_(model.parameters(), grad_clip or math.inf)  # inf: measure, never clip
+    if not math.isfinite(grad_norm):
+        raise TrainingDiverged(f"the gradient norm became {grad_norm}", "gradient norm", grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    return step_loss, grad_norm
+
+
 def evaluate(
     model: Transformer, data: TokenDataset, batch_size: int, block_size: int, iters: int, seed: int = 0
 ) -> dict[str, float]:
@@ -122,7 +209,8 @@ def evaluate(
 
     The batches come from a generator seeded with ``seed`` afresh on every call, so every
     evaluation scores the same batches (two evaluations differ only because the model did), and
-    evaluating leaves the training's random stream untouched.
+    evaluating leaves the training's random stream untouched. Under a launcher the ranks share
+    the batches (rank r scores batches r, r + N, ...) and add up their sums, so the result is the same.
     """
     xp = get_backend().xp
     rng = np.random.default_rng(seed)
@@ -130,12 +218,15 @@ def evaluate(
     model.eval()  # dropout off
     total_loss, correct, count = 0.0, 0, 0
     with no_grad():  # no graph: evaluation needs no backward
-        for _ in range(iters):
+        for i in range(iters):
             x, y = data.get_batch("val", batch_size, block_size, rng=rng)  # (B, T) each
+            if not dist.is_my_share(i):  # several ranks: each scores every N-th batch
+                continue
             logits, loss = model(x, y)  # (B, T, vocab_size)
             total_loss += loss.item()
             correct += int((xp.argmax(logits.data, axis=-1) == y).sum())
             count += y.size
+    total_loss, correct, count = dist.all_reduce_sum([total_loss, correct, count])  # sums over all ranks
     model.train(was_training)
     loss = total_loss / iters
     return {
@@ -169,25 +260,31 @@ def train(
     if data.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {data.vocab_size} tokens, the model's vocab_size is {model.config.vocab_size}")
     optimizer = configure_optimizer(model, config)
+    main = dist.is_main_process()  # rank 0 alone writes checkpoints and logs, and prints (True in a plain run)
 
     # -- a new run, or the continuation of a saved one ------------------------------------------
     if checkpoint is None:
         step, best_val_loss, metrics = 0, math.inf, {}
-        backend.seed(config.seed)  # the stream that draws batches and dropout masks
+        batch_rng = np.random.default_rng(config.seed)  # on the host: draws the batch offsets
     else:
         restore(checkpoint, model, optimizer)
-        state = checkpoint.train_state
+        state = checkpoint.training_state()  # CheckpointError if it holds no step to resume from
         step, metrics = state["step"], state.get("metrics", {})
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
-        _restore_rng_state(state)
+        batch_rng = _restore_batch_rng(state, config.seed)
+    dist.broadcast_parameters(model.parameters())  # several ranks: all start from rank 0's weights
     start_step, last_saved_step = step, (step if checkpoint else None)
     end_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
-    logger = TrainingLogger(out_dir, resume_step=step if checkpoint else None)
-    tokens_per_step = config.batch_size * config.block_size * config.grad_accum_steps
-    bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not config.progress, dynamic_ncols=True)
+    logger = TrainingLogger(out_dir, resume_step=step if checkpoint else None, enabled=main)
+    tokens_per_step = config.batch_size * config.block_size * config.grad_accum_steps * dist.world_size()  # global
+    bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not (config.progress and main),
+               dynamic_ncols=True)
     window_start, window_losses, tokens_per_second = time.perf_counter(), [], 0.0
     train_seconds = 0.0  # time spent in optimizer steps, for the run's average tokens/s
     model.train()
+    # A diverging run overflows to inf and NaN inside the forward and backward, and NumPy warns at each
+    # overflow; we check the loss and the gradient norm ourselves and stop with one clear message.
+    numpy_errors = np.seterr(over="ignore", invalid="ignore", divide="ignore")
 
     try:
         while True:
@@ -198,27 +295,29 @@ def train(
                 metrics = {f"val_{name}": value for name, value in scores.items()}
                 logger.log("eval", step, **metrics)
                 if not math.isfinite(metrics["val_loss"]):
-                    message = _diverged_message("val loss", metrics["val_loss"], step, out_dir, last_saved_step)
+                    loss = metrics["val_loss"]
+                    message = _diverged_message("val loss", loss, step, out_dir, last_saved_step, None, config)
                     raise TrainingDiverged(message)
                 improved = metrics["val_loss"] < best_val_loss
                 best_val_loss = min(best_val_loss, metrics["val_loss"])
-                save = {
-                    "model": model,
-                    "optimizer": optimizer,
-                    "train_state": _train_state(step, best_val_loss, metrics, data),
-                    "train_config": config.to_dict(),
-                    "tokenizer_path": data.tokenizer_path,
-                }
-                save_checkpoint(out_dir / "last", **save)
-                if improved:
-                    save_checkpoint(out_dir / "best", **save)
+                if main:
+                    save = {
+                        "model": model,
+                        "optimizer": optimizer,
+                        "train_state": _train_state(step, best_val_loss, metrics, data, batch_rng),
+                        "train_config": config.to_dict(),
+                        "tokenizer_path": data.tokenizer_path,
+                    }
+                    save_checkpoint(out_dir / "last", **save)
+                    if improved:
+                        save_checkpoint(out_dir / "best", **save)
+                    logger.plot()
+                    bar.write(
+                        f"step {step}: val loss {metrics['val_loss']:.4f}, perplexity {metrics['val_perplexity']:.1f}, "
+                        f"{metrics['val_bpc']:.3f} bits/char, accuracy {metrics['val_accuracy']:.1%}"
+                        + (" (best so far, saved)" if improved else "")
+                    )
                 last_saved_step = step
-                logger.plot()
-                bar.write(
-                    f"step {step}: val loss {metrics['val_loss']:.4f}, perplexity {metrics['val_perplexity']:.1f}, "
-                    f"{metrics['val_bpc']:.3f} bits/char, accuracy {metrics['val_accuracy']:.1%}"
-                    + (" (best so far, saved)" if improved else "")
-                )
                 window_start, window_losses = time.perf_counter(), []  # do not count evaluation time as training
             if step >= end_step:
                 break
@@ -226,24 +325,17 @@ def train(
             # -- one optimizer step -------------------------------------------------------------
             step_start = time.perf_counter()
             lr = get_lr(step, config.lr, config.warmup_steps, config.max_steps, config.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = 0.0
-            for _ in range(config.grad_accum_steps):
-                x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
-                _, loss = model(x, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    message = _diverged_message("training loss", loss_value, step, out_dir, last_saved_step, lr)
-                    raise TrainingDiverged(message)
-                (loss * (1.0 / config.grad_accum_steps)).backward()  # the mean over all micro-batches
-                step_loss += loss_value / config.grad_accum_steps
-            grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)  # inf: measure, never clip
-            if not math.isfinite(grad_norm):
-                message = _diverged_message("gradient norm", grad_norm, step, out_dir, last_saved_step, lr)
-                raise TrainingDiverged(message)
-            optimizer.step()
-            optimizer.zero_grad()
+            try:
+                # This rank's micro-batches of the global batch (all of them in a plain run), with dropout
+                # masks seeded by (seed, step, micro-batch): the same result on any number of ranks.
+                micro_batches = dist.local_micro_batches(data, config.batch_size, config.block_size,
+                                                         config.grad_accum_steps, config.seed, step,
+                                                         rng=batch_rng)
+                step_loss, grad_norm = train_step(model, optimizer, micro_batches, lr, config.grad_clip,
+                                                  config.grad_accum_steps)
+            except TrainingDiverged as error:  # add where the run stands and what to do
+                message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr, config)
+                raise TrainingDiverged(message, error.what, error.value) from None
             step += 1
             backend.synchronize()  # GPU work is queued: wait for it before reading the clock
             train_seconds += time.perf_counter() - step_start
@@ -254,58 +346,77 @@ def train(
                 tokens_per_second = len(window_losses) * tokens_per_step / (time.perf_counter() - window_start)
                 logger.log("train", step, loss=float(np.mean(window_losses)), lr=lr, grad_norm=grad_norm,
                            tokens_per_second=tokens_per_second)
-                if not config.progress:
+                if not config.progress and main:
                     print(f"step {step}: loss {np.mean(window_losses):.4f}, lr {lr:.2e}, {tokens_per_second:,.0f} tokens/s")
                 window_start, window_losses = time.perf_counter(), []
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
+    except BaseException as error:
+        dist.abort_on_error(error)  # several ranks: the others would wait for this one forever, so end them all
+        raise
     finally:
         bar.close()
+        np.seterr(**numpy_errors)
+    dist.barrier()  # several ranks: return together, once rank 0's checkpoint is on disk
     average = (step - start_step) * tokens_per_step / train_seconds if train_seconds else 0.0
     return {"step": step, **metrics, "best_val_loss": best_val_loss, "tokens_per_second": average}
 
 
-def _train_state(step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset) -> dict[str, Any]:
+def _train_state(
+    step: int, best_val_loss: float, metrics: dict[str, float], data: TokenDataset, batch_rng: np.random.Generator
+) -> dict[str, Any]:
     """What a checkpoint needs beyond the tensors to continue exactly where this run is."""
-    backend = get_backend()
-    try:
-        rng_state = backend.get_rng_state()
-    except NotImplementedError:  # some CuPy versions cannot export their generator
-        rng_state = None
     return {
         "step": step,
         "best_val_loss": best_val_loss if math.isfinite(best_val_loss) else None,
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
-        "backend": backend.name,
-        "rng_state": rng_state,
+        "backend": get_backend().name,
+        "batch_rng_state": batch_rng.bit_generator.state,  # JSON-friendly: {"bit_generator": "PCG64", ...}
         "val_chars_per_token": data.chars_per_token,
         "text_sha256": data.text_sha256,
+        "world_size": dist.world_size(),  # ranks that shared each global batch (grad_accum_steps is per rank)
     }
 
 
-def _restore_rng_state(state: dict[str, Any]) -> None:
-    backend = get_backend()
-    if state.get("rng_state") is None or state.get("backend") != backend.name:
+def _restore_batch_rng(state: dict[str, Any], seed: int) -> np.random.Generator:
+    """The batch generator as the checkpoint left it (a checkpoint from before it was saved: warn, reseed)."""
+    batch_rng = np.random.default_rng(seed)
+    if state.get("batch_rng_state") is None:
         warnings.warn(
-            f"the checkpoint's random state (backend {state.get('backend')!r}) cannot be restored on the "
-            f"{backend.name!r} backend: training continues, but not bit-identically to an uninterrupted run",
+            "the checkpoint holds no state of the batch generator (it predates it): training continues, "
+            "but not bit-identically to an uninterrupted run",
             stacklevel=3,
         )
-        return
-    backend.set_rng_state(state["rng_state"])
+        return batch_rng
+    batch_rng.bit_generator.state = state["batch_rng_state"]
+    return batch_rng
 
 
 def _diverged_message(
-    what: str, value: float, step: int, out_dir: Path, last_saved_step: int | None, lr: float | None = None
+    what: str,
+    value: float,
+    step: int,
+    out_dir: Path,
+    last_saved_step: int | None,
+    lr: float | None = None,
+    config: TrainConfig | None = None,
 ) -> str:
+    """Say what diverged, what was kept, and what to change: advice that fits the run's own settings."""
     at_lr = f" (learning rate {lr:.3g})" if lr is not None else ""
     kept = (
         f"The last good checkpoint, from step {last_saved_step}, is untouched in {out_dir / 'last'}."
         if last_saved_step is not None
         else "No checkpoint was saved before this."
     )
+    config = config or TrainConfig()
+    advice = [f"Lower the learning rate (--lr {config.lr / 3:.2g} instead of {config.lr:.2g})"]
+    if config.warmup_steps < 0.05 * config.max_steps:
+        advice.append(f"lengthen the warmup (--warmup-steps {max(10, int(0.05 * config.max_steps))} instead of "
+                      f"{config.warmup_steps})")
+    if config.grad_clip == 0 or config.grad_clip > 1.0:
+        now = "off" if config.grad_clip == 0 else f"{config.grad_clip:g}"
+        advice.append(f"clip gradients (--grad-clip 1.0; it is {now})")
     return (
         f"the {what} became {value} at step {step}{at_lr}: training diverged and was stopped. {kept} "
-        f"Lower the learning rate (--lr), lengthen the warmup (--warmup-steps) or clip gradients "
-        f"(--grad-clip 1.0), then train again."
+        f"{', '.join(advice[:-1]) + ' or ' + advice[-1] if len(advice) > 1 else advice[0]}, then train again."
     )

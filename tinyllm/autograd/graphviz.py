@@ -1,25 +1,53 @@
-"""Drawing the graph behind a tensor, for learning: ``to_dot(loss)`` gives Graphviz DOT text.
+r"""Drawing the graph behind a tensor, for learning: ``to_dot(loss)`` gives Graphviz DOT text.
+
+Tensors are boxes showing their name, shape, dtype, values and, once ``backward`` has run, their
+gradient (as micrograd's drawing shows each node's data and grad); Functions are ellipses.
+Only leaves keep a gradient, and ``backward`` frees the graph as it goes, so to draw the
+gradients call ``loss.backward(retain_graph=True)`` first:
 
     >>> import tinyllm as tl
     >>> from tinyllm.autograd import to_dot
-    >>> w = tl.tensor([1.0, 2.0], requires_grad=True)
-    >>> print(to_dot((w * w).sum()))  # doctest: +SKIP
-    digraph tinyllm { ... }
+    >>> a = tl.tensor([2.0], requires_grad=True); a.name = "a"
+    >>> b = tl.tensor([-3.0], requires_grad=True); b.name = "b"
+    >>> loss = (a * b + a).sum()
+    >>> loss.backward(retain_graph=True)
+    >>> dot = to_dot(loss)
+    >>> print(dot.splitlines()[0])
+    digraph tinyllm {
+    >>> print(_tensor_label(a).replace("\\n", " | "))    # dloss/da = b + 1 = -2
+    a | (1,) float32 | requires_grad | data [2.] | grad [-2.]
 
-Render it with ``dot -Tpng graph.dot -o graph.png``. Tensors are boxes (shape,
-dtype, and whether they need grad), Functions are ellipses.
+Render it with ``dot -Tpng graph.dot -o graph.png`` (Graphviz), or paste the text into any
+online Graphviz viewer.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
+from ..backends import get_backend
 from .function import Function
 from .tensor import Tensor
+
+SHOWN_VALUES = 6  # tensors with more elements show a summary instead of every value
+
+
+def _values(array: Any) -> str:
+    """The values of a small array, or the mean and largest magnitude of a large one."""
+    host = np.asarray(get_backend().to_host(array), dtype=np.float64)
+    if host.size <= SHOWN_VALUES:
+        return np.array2string(host.reshape(-1), precision=4, separator=", ")
+    return f"mean {host.mean():.4g}, max |.| {np.abs(host).max():.4g}"
 
 
 def _tensor_label(t: Tensor) -> str:
     name = f"{t.name}\\n" if t.name else ""
     grad = "\\nrequires_grad" if t.requires_grad else ""
-    return f"{name}{t.shape} {t.dtype}{grad}"
+    data = f"\\ndata {_values(t.data)}"
+    gradient = f"\\ngrad {_values(t.grad)}" if t.grad is not None else ""
+    return f"{name}{t.shape} {t.dtype}{grad}{data}{gradient}"
 
 
 def to_dot(tensor: Tensor) -> str:

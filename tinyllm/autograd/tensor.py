@@ -160,6 +160,34 @@ class Tensor:
         ``grad`` is the gradient flowing into this tensor (default 1 for a one-element
         tensor). The graph is freed afterwards unless ``retain_graph=True``; calling
         ``backward`` again through a freed graph raises ``RuntimeError``.
+
+        **The order.** A Function may run its backward only once the gradients of *all* its
+        outputs' uses have arrived. Take the diamond from ``tests/test_autograd_core.py``::
+
+            x (leaf, gen 0) -> Mul(x, 2) -> a (gen 1)
+            a -> Mul(a, 3) -> b (gen 2)
+            a -> Mul(a, a) -> c (gen 2)
+            (b, c) -> Add -> s (gen 3) -> Sum -> loss (gen 4)          loss = sum(3a + a*a)
+
+        A Function's ``generation`` is the highest among its inputs' and its output's is one more:
+        Mul(x, 2) is 0, the two Muls on a are 1, Add 2, Sum 3 (the gens in the picture are the
+        tensors'). Starting from Sum (gen 3): it hands ds to Add (gen 2), which hands db
+        to Mul(a, 3) and dc to Mul(a, a), both gen 1. Each of those adds its part into a's pending
+        gradient, da = 3 db + 2a dc. Only then may Mul(x, 2) (gen 0) run, with the complete da.
+        Always taking the highest generation next guarantees that: every use of a tensor has a
+        higher generation than the Function that made it. A depth-first recursion (micrograd's
+        topological sort) gets the same order, but hits Python's recursion limit on deep graphs.
+
+        **The heap.** ``heapq`` pops the *smallest* item, so entries are ``(-generation, counter,
+        f)``: the negated generation makes the highest generation come out first. ``counter``
+        breaks ties between Functions of the same generation in the order they were pushed, and
+        means the tuple comparison never reaches ``f`` itself (Functions define no ``<``).
+
+        **Weak references.** A Function holds its inputs strongly (it needs them) but its outputs
+        only weakly (``Function.outputs`` is a list of ``weakref.ref``). Output -> creator ->
+        output would be a cycle, freed only by Python's slower cycle collector; with the weak
+        link, dropping the last reference to a step's loss frees the whole graph at once. Here
+        ``ref()`` is None for an output nobody kept, and such an output contributes no gradient.
         """
         if not self.requires_grad:
             raise RuntimeError(

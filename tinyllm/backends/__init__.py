@@ -18,7 +18,15 @@ from .base import Backend
 from .cupy_backend import BackendUnavailableError, CupyBackend
 from .numpy_backend import NumpyBackend
 
-__all__ = ["Backend", "BackendUnavailableError", "get_backend", "set_backend", "available_backends", "xp"]
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "get_backend",
+    "set_backend",
+    "available_backends",
+    "backend_name_from_environment",
+    "xp",
+]
 
 _BACKENDS: dict[str, type[Backend]] = {"numpy": NumpyBackend, "cupy": CupyBackend}
 _current: Backend | None = None
@@ -45,11 +53,31 @@ def set_backend(name: str, seed: int | None = None) -> Backend:
     return _current
 
 
+def backend_name_from_environment(name: str | None = None) -> str:
+    """The backend to use: ``name`` if given (a ``--backend`` flag), else ``TINYLLM_BACKEND``, else ``"numpy"``.
+
+    The name is checked, so a typo fails here and not silently later:
+
+    >>> backend_name_from_environment("cupy")
+    'cupy'
+    """
+    source = "--backend"
+    if name is None:
+        name, source = os.environ.get("TINYLLM_BACKEND", "").strip() or "numpy", "TINYLLM_BACKEND"
+    key = str(name).strip().lower()
+    if key not in _BACKENDS:
+        raise ValueError(
+            f"{source}={name!r} names no backend: choose one of {available_backends()}"
+            + (" (or unset TINYLLM_BACKEND for numpy)" if source == "TINYLLM_BACKEND" else "")
+        )
+    return key
+
+
 def get_backend() -> Backend:
     """The backend in use; the first call reads ``TINYLLM_BACKEND`` (default ``numpy``)."""
     global _current
     if _current is None:
-        set_backend(os.environ.get("TINYLLM_BACKEND", "numpy") or "numpy")
+        set_backend(backend_name_from_environment())
     assert _current is not None
     return _current
 

@@ -7,7 +7,10 @@ What does *not* agree between the two lives here and only here:
 - ``scatter_add``: the backward of a gather (embedding lookup, fancy indexing)
   must add duplicate indices together. NumPy spells it ``np.add.at``, CuPy
   ``cupyx.scatter_add``.
-- random numbers: each backend owns one seeded generator (dropout, init, sampling).
+- random numbers: each backend owns one seeded generator on its device (weight init, dropout).
+  CuPy's generators keep their state on the GPU and cannot export it, so training never saves
+  it: batches are drawn on the host by a NumPy generator, and the device generator is re-seeded
+  at every step from the run's seed and the step number (``tinyllm.train``).
 - moving arrays between the host (NumPy) and the device.
 - ``synchronize``: waiting for queued GPU work, needed for honest timings.
 """
@@ -27,17 +30,22 @@ class Backend:
 
     name: str = "base"
     xp: Any = None
+    kernels: Any = None  # fused kernels that Functions use when set (CuPy: tinyllm.backends.cuda_kernels)
 
     def __init__(self, seed: int | None = None) -> None:
-        self.rng = self.xp.random.default_rng(seed)
+        self.rng = self.make_rng(seed)
 
     # -- random numbers -------------------------------------------------
+    def make_rng(self, seed: int | None) -> Any:
+        """A new generator on this backend's device (``rng.random``, ``rng.standard_normal``, ``rng.integers``)."""
+        return self.xp.random.default_rng(seed)
+
     def seed(self, seed: int) -> None:
-        """Re-seed the backend's random generator (dropout, weight init, sampling)."""
-        self.rng = self.xp.random.default_rng(seed)
+        """Re-seed the backend's random generator (dropout, weight init). Cheap: training calls it every step."""
+        self.rng = self.make_rng(seed)
 
     def get_rng_state(self) -> dict:
-        """The generator state as JSON-friendly data (for checkpoints)."""
+        """The generator state as JSON-friendly data (NumPy only: CuPy cannot export it)."""
         raise NotImplementedError
 
     def set_rng_state(self, state: dict) -> None:
@@ -66,6 +74,11 @@ class Backend:
     def erf(self, x: Any) -> Any:
         """The error function, elementwise (NumPy itself has none)."""
         raise NotImplementedError
+
+    def set_tf32(self, enabled: bool) -> bool:
+        """Let float32 matmuls use TF32 tensor cores (10-bit mantissa products, float32 sums) where the
+        device has them; return whether this backend has such a switch (NumPy: no, nothing changes)."""
+        return False
 
     def synchronize(self) -> None:
         """Block until all queued work on the device has finished."""

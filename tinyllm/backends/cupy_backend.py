@@ -7,6 +7,7 @@ with the command that fixes it. tinyllm never falls back to NumPy silently.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import Backend
@@ -36,26 +37,48 @@ def _import_cupy() -> Any:
     return cupy
 
 
+def _use_this_ranks_gpu(cupy: Any) -> None:
+    """Under a launcher (mpiexec, torchrun), rank k of a machine uses GPU k (k modulo the GPUs it can see).
+
+    It must happen before the first array is made: arrays, and an NCCL communicator, belong to the
+    device that was current when they were created.
+    """
+    from ..distributed.launcher import detect_launch  # here, not at the top: tinyllm.distributed imports backends
+
+    launch = detect_launch()
+    if launch.distributed:
+        cupy.cuda.Device(launch.local_rank % cupy.cuda.runtime.getDeviceCount()).use()
+
+
 class CupyBackend(Backend):
     name = "cupy"
 
     def __init__(self, seed: int | None = None) -> None:
         self.xp = _import_cupy()
+        _use_this_ranks_gpu(self.xp)
         import cupyx
 
         self._cupyx = cupyx
         super().__init__(seed)
+        self.set_tf32(os.environ.get("TINYLLM_TF32", "1") != "0")  # on by default; TINYLLM_TF32=0 turns it off
+        if os.environ.get("TINYLLM_KERNELS", "1") != "0":  # TINYLLM_KERNELS=0: the plain array code everywhere
+            from . import cuda_kernels
+
+            self.kernels = cuda_kernels
+
+    def make_rng(self, seed: int | None) -> Any:
+        # Philox is counter-based: seeding it costs one tiny kernel, where the default XORWOW
+        # initialises every thread's state with a slow skip-ahead. Training re-seeds every step.
+        return self.xp.random.Generator(self.xp.random.Philox4x3210(seed))
 
     def get_rng_state(self) -> dict:
-        # CuPy's Generator keeps its state on the device; we record the seed-like
-        # state by drawing it to the host through its bit generator when possible.
-        state = getattr(self.rng.bit_generator, "state", None)
-        if state is None:
-            raise NotImplementedError("this CuPy version cannot export its generator state")
-        return state
+        raise NotImplementedError(
+            "CuPy's random generators keep their state on the GPU and cannot export it; tinyllm's training "
+            "saves the host generator of the batches instead and re-seeds the GPU's at every step"
+        )
 
     def set_rng_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        raise NotImplementedError("CuPy's random generators cannot import a state (see get_rng_state)")
 
     def to_host(self, array: Any) -> Any:
         return self.xp.asnumpy(array)
@@ -67,6 +90,19 @@ class CupyBackend(Backend):
         import cupyx.scipy.special
 
         return cupyx.scipy.special.erf(x)
+
+    def set_tf32(self, enabled: bool) -> bool:
+        # cuBLAS's compute type for float32 GEMMs, as CuPy exposes it (CuPy >= 11; the env var CUPY_TF32
+        # sets the same at import). On GPUs without TF32 (before Ampere) cuBLAS computes in float32 anyway.
+        try:
+            from cupy._core import _routines_linalg as linalg
+
+            compute_type = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+            linalg.set_compute_type(self.xp.float32, compute_type)
+        except (ImportError, AttributeError):  # a CuPy without the switch: its default stays
+            return False
+        self.tf32 = enabled
+        return True
 
     def synchronize(self) -> None:
         self.xp.cuda.Stream.null.synchronize()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class ModelConfig:
     n_heads: int = 4
     n_kv_heads: int | None = None  # None: same as n_heads (MHA); 1: MQA; between: GQA
     head_dim: int | None = None  # None: dim // n_heads (Qwen3 sets it explicitly)
-    ffn_hidden_dim: int | None = None  # None: LLaMA's rule, about 8/3 * dim rounded up to a multiple of 32
+    ffn_hidden_dim: int | None = None  # None: LLaMA's rule, 8/3 * dim rounded up to a multiple of 32 (below)
     max_seq_len: int = 256
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
@@ -62,6 +63,9 @@ class ModelConfig:
                 )
             self.head_dim = self.dim // self.n_heads
         if self.ffn_hidden_dim is None:
+            # LLaMA's rule. A GELU MLP has 2 matrices of dim x 4*dim; SwiGLU has 3 (gate, up, down),
+            # so a hidden width of 2/3 * 4*dim = 8/3 * dim keeps the parameters and FLOPs the same
+            # (3 * 8/3 = 2 * 4). Rounded up to a multiple of 32 for tidy matmul shapes: 128 -> 341 -> 352.
             hidden = int(2 * (4 * self.dim) / 3)
             self.ffn_hidden_dim = 32 * ((hidden + 31) // 32)
         self.validate()
@@ -98,10 +102,12 @@ class ModelConfig:
         for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # also false for NaN
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.rope_theta <= 0 or self.norm_eps <= 0:
-            raise ValueError("rope_theta and norm_eps must be positive")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):  # NaN fails every comparison, so test finiteness first
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
     # -- serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

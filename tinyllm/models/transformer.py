@@ -44,6 +44,7 @@ from ..nn.linear import Linear
 from ..nn.module import Module, ModuleList
 from ..nn.normalization import LayerNorm, RMSNorm
 from ..nn.rotary import RotaryEmbedding
+from ..nn.row_positions import row_positions
 from .config import ModelConfig
 
 
@@ -81,13 +82,21 @@ class Transformer(Module):
         self.lm_head = None if c.tie_embeddings else Linear(c.dim, c.vocab_size)
 
     def forward(
-        self, idx: Any, targets: Any = None, cache: KVCache | None = None, last_only: bool = False
+        self,
+        idx: Any,
+        targets: Any = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+        attention_mask: Any = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits (B, T, vocab_size) and, given targets (B, T), the mean cross-entropy loss.
 
-        ``cache``: a ``KVCache`` from ``new_cache``; positions continue from ``cache.length``.
-        ``last_only``: compute logits for the last position only, (B, 1, vocab_size) (generation).
-        Target ids equal to -100 are ignored by the loss.
+        ``cache``: a ``KVCache`` from ``new_cache``; positions continue from ``cache.lengths`` (each row its own).
+        ``last_only``: compute logits for the last position only, (B, 1, vocab_size) (generation); with an
+        ``attention_mask``, each row's last real token.
+        ``attention_mask`` (B, T): 1 for real tokens, 0 for padding (left or right; right only with a cache).
+        Padding never changes a real token's logits: each row gets what it would get alone.
+        Target ids equal to -100 are ignored by the loss (give them to the padding).
         """
         idx = idx if isinstance(idx, Tensor) else Tensor(get_backend().asarray(idx))
         c = self.config
@@ -96,26 +105,45 @@ class Transformer(Module):
         if idx.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, got {idx.dtype}")
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
+        if B == 0 or T == 0:
+            raise ValueError(f"token ids of shape {idx.shape} hold no tokens: the model needs at least one per row")
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"the KV cache has {cache.batch_size} rows but the token ids {B}; use model.new_cache({B})")
+        start = int(cache.lengths.max(initial=0)) if cache is not None else 0
         if start + T > c.max_seq_len:
             raise ValueError(
                 f"sequence of {start + T} tokens ({start} cached + {T} new) is longer than max_seq_len="
                 f"{c.max_seq_len}; shorten the input or build the model with a larger max_seq_len"
             )
+        # Rows that differ (padding, or cache rows of different lengths) need per-row positions and masks.
+        rows = None
+        if attention_mask is not None or (cache is not None and not cache.uniform):
+            rows = row_positions(B, T, attention_mask, cache.lengths if cache is not None else None)
         if idx.size and (int(idx.data.min()) < 0 or int(idx.data.max()) >= c.vocab_size):
             bad = int(idx.data.min()) if int(idx.data.min()) < 0 else int(idx.data.max())
             raise IndexError(f"token id {bad} is out of range for vocab_size={c.vocab_size} (valid: 0..{c.vocab_size - 1})")
 
+        xp = get_backend().xp
         x = self.tok_embeddings(idx)  # (B, T, dim)
-        if c.positions == "learned":
-            x = x + self.pos_embeddings(Tensor(get_backend().xp.arange(start, start + T)))
+        if c.positions != "rope" and rows is not None:
+            positions = xp.asarray(rows.positions)  # (B, T)
+            if int(rows.positions.max()) >= c.max_seq_len:
+                raise ValueError(f"positions reach {int(rows.positions.max())}, beyond max_seq_len={c.max_seq_len}")
+            pos = self.pos_embeddings(Tensor(positions)) if c.positions == "learned" else Tensor(self.pos_table[positions])
+            x = x + pos  # (B, T, dim)
+        elif c.positions == "learned":
+            x = x + self.pos_embeddings(Tensor(xp.arange(start, start + T)))
         elif c.positions == "sinusoidal":
             x = x + Tensor(self.pos_table[start : start + T])
         for i, layer in enumerate(self.layers):
-            x = layer(x, self.rope, cache, i)  # (B, T, dim)
+            x = layer(x, self.rope, cache, i, rows)  # (B, T, dim)
         if cache is not None:
-            cache.advance(T)
-        if last_only:
+            cache.advance(T if rows is None else rows.n_real)
+        if last_only and attention_mask is not None:
+            mask = np.asarray(attention_mask)
+            last = xp.asarray(T - 1 - np.argmax(mask[:, ::-1], axis=1))  # (B,) index of each row's last real token
+            x = x[xp.arange(B)[:, None], last[:, None]]  # (B, 1, dim)
+        elif last_only:
             x = x[:, -1:, :]  # (B, 1, dim)
         x = self.norm(x)
         if self.lm_head is None:

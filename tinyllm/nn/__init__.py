@@ -9,6 +9,7 @@ Files, one concept each:
 - feed_forward.py  SwiGLU and GELU MLPs
 - block.py         a pre-norm transformer block
 - kv_cache.py      the per-layer key/value cache used for generation
+- reference.py     the plain versions of the fused ops, from primitive ops: read these first
 - fused/           one Function per hot path, with hand-derived backward
 - functional.py    ``F.softmax``, ``F.cross_entropy``, ``F.scaled_dot_product_attention``, ...
 """

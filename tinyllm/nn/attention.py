@@ -4,7 +4,7 @@
       -> q = x Wq^T (B, T, n_heads * head_dim),  k, v = x Wk^T, x Wv^T (B, T, n_kv_heads * head_dim)
       -> split heads: q (B, n_heads, T, head_dim), k, v (B, n_kv_heads, T, head_dim)
       -> [QK-norm: RMSNorm over head_dim of q and k, as Qwen3]
-      -> RoPE on q and k at positions start .. start+T-1
+      -> RoPE on q and k at positions start .. start+T-1 (or each row's own, see row_positions.py)
       -> [KV cache: append k, v; attend over every cached position]
       -> fused causal scaled-dot-product attention (GQA without repeating k, v)
       -> merge heads (B, T, n_heads * head_dim) -> Wo -> (B, T, dim)
@@ -22,6 +22,7 @@ from .linear import Linear
 from .module import Module
 from .normalization import RMSNorm
 from .rotary import RotaryEmbedding
+from .row_positions import RowPositions
 
 
 class Attention(Module):
@@ -53,8 +54,14 @@ class Attention(Module):
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        rows: RowPositions | None = None,
     ) -> Tensor:
+        """``rows``: per-row positions and masks when the rows differ (padding, caches of different lengths)."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.wq(x).reshape(B, T, H, D)  # (B, T, n_heads, head_dim)
@@ -66,9 +73,11 @@ class Attention(Module):
         q = q.transpose(0, 2, 1, 3)  # (B, n_heads, T, head_dim)
         k = k.transpose(0, 2, 1, 3)  # (B, n_kv_heads, T, head_dim)
         v = v.transpose(0, 2, 1, 3)
-        start = cache.length if cache is not None else 0
         if rope is not None:
-            cos, sin = rope.tables(start, T)  # (T, head_dim/2) each
+            if rows is None:
+                cos, sin = rope.tables(cache.length if cache is not None else 0, T)  # (T, head_dim/2) each
+            else:
+                cos, sin = rope.tables_at(rows.positions)  # (B, 1, T, head_dim/2) each
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
         if cache is not None:
@@ -76,7 +85,13 @@ class Attention(Module):
             k_all, v_all = cache.update(layer, k.data, v.data)  # (B, n_kv_heads, start+T, head_dim)
             k, v = Tensor(k_all), Tensor(v_all)
         dropout_p = self.dropout if self.training else 0.0
-        out = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, n_heads, T, head_dim)
+        if rows is None:
+            out = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, n_heads, T, head_dim)
+        else:
+            out = scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=dropout_p, key_padding_mask=rows.key_padding_mask,
+                query_start=rows.query_start,
+            )  # (B, n_heads, T, head_dim)
         out = out.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, n_heads * head_dim)
         return self.wo(out)
 

@@ -1,7 +1,14 @@
 """``TransformerBlock``: one pre-norm layer of a decoder-only transformer.
 
-    h = x + dropout(attention(norm1(x)))
+    h = x + dropout(attention(norm1(x)))        x, h, y: (B, T, dim)
     y = h + dropout(feed_forward(norm2(h)))
+
+x is the *residual stream*: one dim-wide vector per position that runs from the token
+embeddings to the final norm. Each sub-layer reads a normalised copy of it and *adds* its
+output back; nothing overwrites it. So a layer only has to learn a correction, and in the
+backward the "+" passes the gradient to x unchanged (d(x + f(x))/dx = 1 + f'(x)): every layer
+gets a direct path to the loss, however deep the model. "Pre-norm": the norm is applied to
+the sub-layer's input, not to the stream itself (GPT-2 and LLaMA; the 2017 paper normed after).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from .kv_cache import KVCache
 from .module import Module
 from .normalization import LayerNorm, RMSNorm
 from .rotary import RotaryEmbedding
+from .row_positions import RowPositions
 
 
 class TransformerBlock(Module):
@@ -47,8 +55,15 @@ class TransformerBlock(Module):
         self.dropout = dropout
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        rows: RowPositions | None = None,
     ) -> Tensor:
         p = self.dropout if self.training else 0.0
-        h = x + dropout(self.attention(self.attention_norm(x), rope, cache, layer), p, self.training)
-        return h + dropout(self.feed_forward(self.ffn_norm(h)), p, self.training)
+        a = self.attention(self.attention_norm(x), rope, cache, layer, rows)  # (B, T, dim): norm, then attention
+        h = x + dropout(a, p, self.training)  # (B, T, dim): added into the residual stream
+        f = self.feed_forward(self.ffn_norm(h))  # (B, T, dim): norm, then SwiGLU (hidden width inside)
+        return h + dropout(f, p, self.training)  # (B, T, dim)

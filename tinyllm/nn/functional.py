@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..autograd.ops.cross_entropy import cross_entropy
 from ..autograd.ops.dropout import dropout
 from ..autograd.ops.embedding import embedding
+from ..autograd.ops.indexing import masked_fill, where
 from ..autograd.ops.softmax import log_softmax, logsumexp, softmax
 from ..autograd.ops.unary import gelu, relu, sigmoid, silu, tanh
 from .fused.attention import scaled_dot_product_attention
@@ -33,6 +34,7 @@ __all__ = [
     "linear",
     "log_softmax",
     "logsumexp",
+    "masked_fill",
     "relu",
     "rms_norm",
     "scaled_dot_product_attention",
@@ -41,4 +43,5 @@ __all__ = [
     "softmax",
     "swiglu",
     "tanh",
+    "where",
 ]

@@ -55,10 +55,19 @@ class Module:
 
     # -- registration -------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
+        """``self.name = value``, noticing Parameters and Modules so that ``parameters()`` can find them.
+
+        Python calls this for every attribute assignment. ``self.wq = Linear(...)`` therefore also
+        records ``"wq"`` in ``self._modules``, and ``self.weight = Parameter(...)`` records
+        ``"weight"`` in ``self._parameters``; ``named_parameters`` walks these dicts, in the order
+        the attributes were first assigned. Anything else (ints, flags, plain arrays) is just an
+        attribute. The registries themselves are set with ``object.__setattr__`` in ``__init__``,
+        which bypasses this method (it would otherwise look for them before they exist).
+        """
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
         for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
+            registry.pop(name, None)  # re-assigning a name replaces what it held (self.lm_head = None drops it)
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):

@@ -57,6 +57,21 @@ class RotaryEmbedding(Module):
             )
         return self.cos[start : start + length], self.sin[start : start + length]
 
+    def tables_at(self, positions: Any) -> tuple[Any, Any]:
+        """cos and sin at per-row positions (B, T) ints, each (B, 1, T, head_dim/2) (broadcast over the heads).
+
+        >>> rope = RotaryEmbedding(head_dim=4, max_seq_len=8)
+        >>> rope.tables_at(np.array([[0, 1], [5, 6]]))[0].shape
+        (2, 1, 2, 2)
+        """
+        positions = get_backend().xp.asarray(positions)
+        if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= self.max_seq_len):
+            raise ValueError(
+                f"positions {int(positions.min())}..{int(positions.max())} are outside the RoPE table of "
+                f"max_seq_len={self.max_seq_len}"
+            )
+        return self.cos[positions][:, None], self.sin[positions][:, None]
+
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, theta={self.theta}"
 

@@ -17,7 +17,8 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g.astype("float64", copy=False) ** 2).sum()) for g in grads))
+    # Each sum stays on the device until the one float(): a single GPU-to-host wait, not one per parameter.
+    total = math.sqrt(float(sum((g.astype("float64", copy=False) ** 2).sum() for g in grads)))
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + eps)
         for g in grads:

@@ -6,6 +6,10 @@ list and any hyperparameters that differ from the defaults), as in PyTorch::
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-4)
+
+As in PyTorch, ``step()`` skips every parameter whose ``.grad`` is None: a frozen parameter
+(``requires_grad=False``) never gets one, so ``AdamW(model.parameters())`` on a partly frozen model
+updates only the trainable ones, and the frozen ones get no optimizer state.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ class Optimizer:
                 raise ValueError(f"unknown optimizer options {sorted(unknown)}; valid: {sorted(defaults)}")
             group = {**defaults, **group, "params": list(group["params"])}
             for p in group["params"]:
-                if not isinstance(p, Tensor) or not p.requires_grad:
-                    raise TypeError("optimizer parameters must be tensors with requires_grad=True")
+                if not isinstance(p, Tensor):
+                    raise TypeError(f"optimizer parameters must be Tensors (model.parameters()), got {type(p).__name__}")
                 if id(p) in seen:
                     raise ValueError("a parameter appears in more than one parameter group")
                 seen.add(id(p))

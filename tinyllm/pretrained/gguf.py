@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,21 @@ def open_gguf(path: str | os.PathLike) -> Any:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise ValueError(f"{path} is not a GGUF file: it starts with {magic!r}, not {GGUF_MAGIC!r}")
-    return GGUFReader(path, "r")
+    try:
+        reader = GGUFReader(path, "r")
+    except (ValueError, IndexError, KeyError, OverflowError, struct.error, UnicodeDecodeError) as error:
+        # The reader maps the file and slices it at the offsets its header gives: a short file fails deep inside it.
+        raise ValueError(
+            f"{path} is truncated or damaged: the gguf reader failed on it ({type(error).__name__}: {error}); "
+            f"download or convert it again"
+        ) from None
+    size = os.path.getsize(path)
+    for tensor in reader.tensors:
+        end = int(tensor.data_offset) + int(tensor.n_bytes)
+        if end > size:
+            raise ValueError(f"{path} is truncated: tensor {tensor.name} ends at byte {end}, the file has {size} bytes; "
+                             f"download or convert it again")
+    return reader
 
 
 def metadata_value(reader: Any, key: str, default: Any = None) -> Any:

@@ -27,7 +27,16 @@ def read_hf_config(directory: str | Path) -> ModelConfig:
     """The ``ModelConfig`` of a Hugging Face directory's ``config.json`` (unsupported architectures raise)."""
     path = Path(directory) / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{directory} has no config.json: not a Hugging Face model directory")
+        if any(Path(directory).glob("model-*.safetensors")):  # tinyllm.checkpoint's content files, but no manifest
+            raise FileNotFoundError(
+                f"{directory} looks like a tinyllm checkpoint without its checkpoint.json (a save that never "
+                f"finished, or a file deleted by hand): it cannot be loaded. Use the other checkpoint (best/ or last/)"
+            )
+        raise FileNotFoundError(
+            f"{directory} is not a model directory tinyllm reads: it has no checkpoint.json (a tinyllm checkpoint, "
+            f"as examples/train_shakespeare.py writes), no quantized.json (tinyllm.quant) and no config.json "
+            f"(a Hugging Face model)"
+        )
     try:
         hf = json.loads(path.read_text())
     except json.JSONDecodeError as error:

@@ -63,15 +63,41 @@ def load_pretrained_weights(model: Transformer, source: str | os.PathLike | Mapp
     (``model.layers.0.self_attn.q_proj.weight``, translated with ``get_llama_key_mapping``) or
     tinyllm's own (``layers.0.attention.wq.weight``).
 
-    Every name and shape is checked before anything is copied. If any tensor is missing,
-    unexpected or of the wrong shape, ``WeightMismatchError`` lists all of them by name and
-    the model is left unchanged.
+    Loading is all or nothing: every name and shape is checked, then every tensor is read (and
+    checked to be of the shape the header promised), and only then is anything copied. If any
+    tensor is missing, unexpected or of the wrong shape, ``WeightMismatchError`` lists all of
+    them by name; if a file is truncated or damaged, the error names it. Either way the model
+    is left unchanged. The price: the weights are held twice while loading (the file's copy,
+    then the model's); ``load_pretrained``, which builds a new model, streams one tensor at a time.
     """
     if isinstance(source, Mapping):
         tensors, described = eager_lazy_tensors(source), "the state dict"
     else:
         tensors, described = _lazy_tensors_of(Path(source), model.config), str(source)
-    _copy(_check(model, tensors, described))
+    plan = _check(model, tensors, described)
+    arrays = [_read_checked(tensor, name, described) for name, (_, tensor) in zip(_names(model, plan), plan)]
+    backend = get_backend()
+    for (target, _), array in zip(plan, arrays):  # nothing can fail from here on: every array is read and checked
+        target[...] = backend.asarray(array, dtype=target.dtype)
+
+
+def _names(model: Transformer, plan: list[tuple[Any, LazyTensor]]) -> list[str]:
+    """The parameter name of each target array in ``plan`` (for error messages)."""
+    by_id = {id(array): name for name, array in model.state_dict().items()}
+    return [by_id.get(id(target), "?") for target, _ in plan]
+
+
+def _read_checked(tensor: LazyTensor, name: str, described: str) -> Any:
+    """``tensor.load()``, or a ``ValueError`` naming the tensor when the file cannot deliver it."""
+    try:
+        array = tensor.load()
+    except (ValueError, IndexError, OSError) as error:
+        raise ValueError(f"cannot read {name} from {described} ({error}): the file is truncated or damaged; "
+                         f"the model was left unchanged") from None
+    if tuple(array.shape) != tuple(tensor.shape):
+        raise ValueError(f"{described}: {name} read as shape {tuple(array.shape)}, its header says {tuple(tensor.shape)}; "
+                         f"the model was left unchanged")
+    return array
 
 
 def load_pretrained(

@@ -87,6 +87,12 @@ def safetensors_lazy_tensors(path: str | Path) -> dict[str, LazyTensor]:
                 f"{path}: tensor {name!r} has dtype {dtype_name}; tinyllm reads {sorted(_SAFETENSORS_DTYPES)}"
             )
         begin, end = (data_start + offset for offset in info["data_offsets"])
+        expected = int(np.prod(shape)) * np.dtype(_SAFETENSORS_DTYPES[dtype_name]).itemsize
+        if end > len(mapped) or end - begin != expected:  # checked here, before a loader copies anything
+            raise ValueError(
+                f"{path} is truncated or damaged: tensor {name!r} needs bytes {begin}..{end} ({expected} for shape "
+                f"{shape} {dtype_name}) but the file has {len(mapped)} bytes; download or save it again"
+            )
 
         def load(begin: int = begin, end: int = end, dtype_name: str = dtype_name, shape: tuple = shape) -> np.ndarray:
             raw = mapped[begin:end].view(_SAFETENSORS_DTYPES[dtype_name]).reshape(shape)

@@ -7,8 +7,10 @@
     smol = load_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")
 
 Files: patterns.py (pre-tokenizer regexes), train.py (learning merges), bpe.py (the
-tokenizer: encode, decode, save, load), file_format.py (its JSON file), bytes_unicode.py
-(GPT-2's byte-to-unicode map), pretrained.py (GGUF and tokenizer.json), chat.py (chat templates).
+tokenizer: encode, decode, save, load), stream.py (encoding a text of any size in bounded
+memory: ``encode_iterable``), checks.py (clear errors for wrong input types), file_format.py
+(its JSON file), bytes_unicode.py (GPT-2's byte-to-unicode map), pretrained.py (GGUF and
+tokenizer.json), chat.py (chat templates).
 """
 
 from tinyllm.tokenizer.bpe import BPETokenizer

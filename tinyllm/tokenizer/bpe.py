@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import regex
 
+from tinyllm.tokenizer.checks import bad_id, check_ids_container, check_text
 from tinyllm.tokenizer.file_format import read_tokenizer_file, write_tokenizer_file
 from tinyllm.tokenizer.patterns import GPT4_SPLIT_PATTERN, compile_patterns, split_text
-from tinyllm.tokenizer.train import count_chunks, learn_merges, merge_word
+from tinyllm.tokenizer.stream import DEFAULT_CHUNK_CHARS, iter_id_blocks
+from tinyllm.tokenizer.train import TIE_BREAKS, count_chunks, learn_merges, merge_word
 
 DEFAULT_CACHE_SIZE = 1 << 16  # chunks whose encoding is remembered (most text repeats its words)
 
@@ -131,6 +133,19 @@ class BPETokenizer:
         self._special_re = self._alternation(self._special_tokens)
         self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._bpe)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the chunk cache (a bound method's cache cannot be pickled; worker
+        processes of ``encode_iterable(..., workers=n)`` receive the tokenizer this way)."""
+        state = self.__dict__.copy()
+        state["_cache_size"] = self._encode_chunk.cache_info().maxsize
+        del state["_encode_chunk"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
+        self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._bpe)
+
     # ---------------------------------------------------------------- training
 
     @classmethod
@@ -141,17 +156,20 @@ class BPETokenizer:
         pattern: str | Sequence[str] = GPT4_SPLIT_PATTERN,
         special_tokens: Sequence[str] = ("<|endoftext|>",),
         verbose: bool = False,
+        tie_break: str = "smallest",
     ) -> BPETokenizer:
         """Learn a tokenizer of `vocab_size` tokens (256 bytes + merges + special tokens).
 
         `text` is one string or an iterable of strings (documents). Special tokens take the
         last ids; text equal to a special token is cut out before training, never merged.
         The vocabulary comes out smaller when the text runs out of pairs to merge.
-        Ties between equally frequent pairs are broken as described in train.py, so the
-        result is the same on every run.
+        Ties between equally frequent pairs go to the smallest pair by default, or with
+        ``tie_break="greatest"`` to the greatest, as GPT-2-style reference trainers do (comparing
+        the pairs' bytes; see train.py). Either way the result is the same on every run.
 
         BPETokenizer.train("aaabdaaabac", 260).merges -> [(97, 97), (97, 98), (256, 257)]
         (ids 256-258 are "aa", "ab", "aaab"; id 259 is "<|endoftext|>")
+        BPETokenizer.train("aaabdaaabac", 260, tie_break="greatest").merges -> [(97, 97), (256, 97), (257, 98)]
         """
         specials = list(special_tokens)
         if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s for s in specials):
@@ -161,11 +179,13 @@ class BPETokenizer:
                 f"vocab_size {vocab_size} is too small: it must hold the 256 bytes "
                 f"and {len(specials)} special tokens"
             )
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
         patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
         compile_patterns(patterns)  # fail early on a bad pattern
         texts = [text] if isinstance(text, str) else text
         chunk_counts = count_chunks(texts, patterns, specials)
-        vocab, merges = learn_merges(chunk_counts, vocab_size - len(specials), verbose=verbose)
+        vocab, merges = learn_merges(chunk_counts, vocab_size - len(specials), verbose=verbose, tie_break=tie_break)
         special_ids = {s: len(vocab) + k for k, s in enumerate(specials)}
         vocab = vocab + [s.encode("utf-8") for s in specials]
         return cls(vocab, merges, patterns, special_ids)
@@ -193,7 +213,14 @@ class BPETokenizer:
 
         The caller goes through `self._encode_chunk`, a bounded cache of this function.
         """
-        data = chunk.encode("utf-8")
+        try:
+            data = chunk.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"the text holds {chunk[e.start]!r} (U+{ord(chunk[e.start]):04X}), a lone surrogate, which is not a "
+                "character and has no UTF-8 bytes; it comes from decoding bytes with errors='surrogateescape' or "
+                "from a broken UTF-16 text: clean the text, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+            ) from None
         if self.ignore_merges:
             whole = self._token_ids.get(data)
             if whole is not None:
@@ -225,6 +252,7 @@ class BPETokenizer:
 
         tok.encode_ordinary("<|endoftext|>") gives the tokens of "<", "|", "endoftext", ...
         """
+        check_text(text, "encode_ordinary")
         ids: list[int] = []
         encode_chunk = self._encode_chunk
         for chunk in split_text(text, self._compiled):
@@ -243,6 +271,7 @@ class BPETokenizer:
 
         tok.encode("hi<|endoftext|>", allowed_special="all") -> [..., id of "<|endoftext|>"]
         """
+        check_text(text, "encode")
         allowed, disallowed = self._allowed_specials(allowed_special)
         if disallowed:
             found = self._special_pattern(disallowed).search(text)
@@ -267,7 +296,44 @@ class BPETokenizer:
         self, texts: Iterable[str], allowed_special: str | Iterable[str] = "none_raise"
     ) -> list[list[int]]:
         """Encode each text: encode_batch(["a", "b"]) -> [encode("a"), encode("b")]."""
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a list of strings, got one str; use encode(text) for a single text")
+        texts = list(texts)
+        for k, t in enumerate(texts):
+            check_text(t, f"encode_batch (item {k})")
         return [self.encode(t, allowed_special=allowed_special) for t in texts]
+
+    def encode_iterable(
+        self,
+        texts: Iterable[str],
+        allowed_special: str | Iterable[str] = "none_raise",
+        *,
+        chunk_chars: int = DEFAULT_CHUNK_CHARS,
+        workers: int = 1,
+    ) -> Iterator[int]:
+        """Yield the ids of ``"".join(texts)``, exactly as ``encode`` gives them, in bounded memory.
+
+        ``texts`` is any iterable of strings: the lines of an open file, or chunks of a text too
+        big to hold. About ``chunk_chars`` characters are held and encoded at a time; a
+        pre-token is never cut between two chunks (how: stream.py). ``workers`` > 1 encodes the
+        chunks in that many processes (ids still in order).
+
+        with open("big.txt", encoding="utf-8") as f:
+            for token_id in tok.encode_iterable(f, allowed_special="none"):
+                ...
+
+        list(tok.encode_iterable(["To be, or no", "t to be"])) == tok.encode("To be, or not to be")
+
+        ``tinyllm.tokenizer.stream.iter_id_blocks`` gives the same ids as NumPy arrays, a chunk's
+        at a time (what ``prepare_tokens`` writes to its token files).
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode_iterable takes an iterable of strings (lines or chunks); for one string use encode()")
+        if chunk_chars < 1 or workers < 1:
+            raise ValueError(f"chunk_chars and workers must be at least 1, got {chunk_chars} and {workers}")
+        self._allowed_specials(allowed_special)  # a bad value fails now, not at the first id
+        blocks = iter_id_blocks(self, texts, allowed_special, chunk_chars=chunk_chars, workers=workers)
+        return (i for block in blocks for i in block.tolist())
 
     def _allowed_specials(self, allowed_special: str | Iterable[str]) -> tuple[set[str], set[str]]:
         """Split the special tokens into (allowed, disallowed) for one call of encode."""
@@ -307,15 +373,25 @@ class BPETokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Join the bytes of the tokens: decode_bytes([104, 105]) -> b"hi".
 
-        Raises ValueError naming the first id outside the vocabulary.
+        ``ids`` is one sequence of integer ids (a list, a tuple, a 1-D NumPy array). Raises
+        ValueError naming the first id outside the vocabulary, and TypeError, saying what to
+        pass instead, for anything that is not a sequence of integers.
         """
+        check_ids_container(ids)
         vocab = self._vocab
         n = len(vocab)
         parts = []
-        for i in ids:
-            if not 0 <= i < n:
-                raise ValueError(f"token id {i} is out of range: the vocabulary has ids 0 to {n - 1}")
-            parts.append(vocab[i])
+        i = None
+        try:
+            for i in ids:
+                if not 0 <= i < n:
+                    raise ValueError(f"token id {i} is out of range: the vocabulary has ids 0 to {n - 1}")
+                parts.append(vocab[i])
+        except (TypeError, ValueError) as e:
+            problem = bad_id(i, len(parts))  # the id at position len(parts) failed
+            if problem is None:
+                raise
+            raise TypeError(problem) from e
         return b"".join(parts)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -345,6 +421,9 @@ class BPETokenizer:
 
     def id_to_token(self, id: int) -> bytes:
         """The bytes of token `id`: id_to_token(104) -> b"h" for a trained tokenizer."""
+        problem = bad_id(id, 0)
+        if problem is not None:
+            raise TypeError(problem.replace("the id at position 0", "the id"))
         if not 0 <= id < len(self._vocab):
             raise ValueError(
                 f"token id {id} is out of range: the vocabulary has ids 0 to {len(self._vocab) - 1}"
@@ -410,3 +489,4 @@ class BPETokenizer:
             return cls(**kwargs)
         except ValueError as e:
             raise ValueError(f"{path}: damaged tokenizer file: {e}") from e
+

@@ -11,10 +11,20 @@ On the Wikipedia example "aaabdaaabac" (https://en.wikipedia.org/wiki/Byte_pair_
 Pairs never cross chunk boundaries: the text is first cut by the pre-tokenizer pattern
 (see patterns.py), and special tokens are cut out before that, so they are never merged.
 
-Tie rule: among pairs with the same count, the pair whose byte strings are smallest,
-comparing (bytes of left token, bytes of right token) as a tuple, wins. In merge 2 above,
-(b"a", b"b") < (b"aa", b"a") because b"a" < b"aa". The rule depends only on the text, so
-training gives the same merges on every run and every machine.
+Tie rule: among pairs with the same count, one must win, and which one changes the merges.
+Both rules compare (bytes of left token, bytes of right token) as a tuple:
+
+    tie_break="smallest" (the default): the smallest pair wins. In merge 2 above,
+        (b"a", b"b") < (b"aa", b"a") because b"a" < b"aa", so (a, b) is merged.
+    tie_break="greatest": the greatest pair wins, as GPT-2-style reference trainers do
+        (for example the one Stanford CS336 tests against: "prefer the lexicographically
+        greater pair"). Merge 2 above is then (aa, a) -> 257 "aaa", and merge 3 (aaa, b) -> "aaab":
+
+            smallest: (a, a), (a, b), (aa, ab)        greatest: (a, a), (aa, a), (aaa, b)
+
+Either way the rule depends only on the text, so training gives the same merges on every run
+and every machine. (Hugging Face `tokenizers` breaks ties by token id instead, and minbpe by
+which pair it met first, so neither matches these exactly.)
 
 Why this is fast (the naive loop recounts every pair of the whole text for each merge):
 1. Each distinct chunk is stored once with its frequency ("the" appears thousands of
@@ -29,6 +39,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 import regex
 
@@ -77,8 +88,29 @@ def merge_word(word: list[int], pair: Pair, new_id: int) -> list[int]:
     return out
 
 
+class _Descending:
+    """Bytes that sort backwards, so that Python's min-heap pops the greatest first:
+    _Descending(b"b") < _Descending(b"a") is True."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.value > other.value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]  # compared, never hashed
+
+
+TIE_BREAKS = ("smallest", "greatest")
+
+
 def learn_merges(
-    chunk_counts: dict[bytes, int], n_tokens: int, verbose: bool = False
+    chunk_counts: dict[bytes, int], n_tokens: int, verbose: bool = False, tie_break: str = "smallest"
 ) -> tuple[list[bytes], list[Pair]]:
     """Learn merges from chunk frequencies until the vocabulary holds `n_tokens` tokens.
 
@@ -88,12 +120,19 @@ def learn_merges(
 
     learn_merges({b"aaabdaaabac": 1}, 259)
     -> ([b"\\x00", ..., b"aa", b"ab", b"aaab"], [(97, 97), (97, 98), (256, 257)])
+    learn_merges({b"aaabdaaabac": 1}, 259, tie_break="greatest")
+    -> ([b"\\x00", ..., b"aa", b"aaa", b"aaab"], [(97, 97), (256, 97), (257, 98)])
+
+    ``tie_break`` picks the winner among equally frequent pairs: "smallest" or "greatest"
+    (bytes of left, bytes of right); see the module docstring.
 
     A merge never makes a byte string that is already a token: a stretch of text whose
     token boundaries line up with its ends is merged exactly as it would be on its own, so
     every copy of the same bytes goes through the same merges and becomes the same token.
     (BPETokenizer checks that its tokens are distinct.)
     """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
     vocab: list[bytes] = [bytes([i]) for i in range(256)]
     words: list[list[int]] = [list(chunk) for chunk in chunk_counts]
     freqs: list[int] = list(chunk_counts.values())
@@ -107,12 +146,20 @@ def learn_merges(
             pair_counts[pair] += freq
             pair_words[pair].add(w)
 
-    # Max-heap by count via negation; ties go to the smallest (left bytes, right bytes), which
-    # names one pair since tokens are distinct. A pair may have several entries: the count in an entry is the
+    # Max-heap by count via negation; ties go to the smallest (left bytes, right bytes), or with
+    # "greatest" to the greatest (the bytes wrapped to sort backwards). The bytes name one pair
+    # since tokens are distinct. A pair may have several entries: the count in an entry is the
     # pair's count when it was pushed. Every increase pushes a new entry; a decrease does not,
     # so an entry whose count is above the current one is stale and gets refreshed on pop.
-    def entry(pair: Pair) -> tuple[int, bytes, bytes, Pair]:
-        return (-pair_counts[pair], vocab[pair[0]], vocab[pair[1]], pair)
+    if tie_break == "smallest":
+
+        def entry(pair: Pair) -> tuple[int, Any, Any, Pair]:
+            return (-pair_counts[pair], vocab[pair[0]], vocab[pair[1]], pair)
+
+    else:
+
+        def entry(pair: Pair) -> tuple[int, Any, Any, Pair]:
+            return (-pair_counts[pair], _Descending(vocab[pair[0]]), _Descending(vocab[pair[1]]), pair)
 
     heap = [entry(pair) for pair in pair_counts]
     heapq.heapify(heap)

@@ -19,10 +19,13 @@ def sum_to(grad: Any, shape: tuple[int, ...]) -> Any:
     sum_to(ones((2, 3)), (2, 1)) -> [[3], [3]].
     """
     if grad.shape == tuple(shape):
-        return grad
-    n_lead = grad.ndim - len(shape)
-    lead_axes = tuple(range(n_lead))
-    kept_axes = tuple(n_lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[n_lead + i] != 1)
+        return grad  # nothing was broadcast
+    # Broadcasting lines the shapes up at the right, e.g. shape (3, 1) against grad (4, 3, 5):
+    n_lead = grad.ndim - len(shape)  # 1: the input had no axis 0 at all, it was repeated 4 times
+    lead_axes = tuple(range(n_lead))  # (0,)
+    # Axes where the input had size 1 but the output more (here axis 2: 1 -> 5): repeated too.
+    kept_axes = tuple(n_lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[n_lead + i] != 1)  # (2,)
+    # Every repeat got its own gradient: add them up. (4, 3, 5) -> (1, 3, 1) -> reshape drops the lead -> (3, 1).
     return grad.sum(axis=lead_axes + kept_axes, keepdims=True).reshape(shape)
 
 

@@ -12,12 +12,17 @@ Memory: forward keeps only the per-row logsumexp (N values), not the (N, V)
 probabilities; backward recomputes softmax(x) = exp(x - lse) from the logits,
 which are alive anyway as this op's input. So at most one extra (N, V) array
 exists at a time, and only while backward runs.
+
+Read the plain version first: ``tinyllm.nn.reference.cross_entropy`` (log-softmax, then pick
+the target with a one-hot product). Why the gradient is softmax minus one-hot:
+docs/backprop.md#cross-entropy.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...backends import get_backend
 from ..function import Function
 from .indexing import _raw_index
 from .softmax import shifted_logsumexp
@@ -53,12 +58,21 @@ class CrossEntropy(Function):
                 f"(valid ids are 0..{n_classes - 1}, or ignore_index={self.ignore_index})"
             )
         safe_t = xp.where(keep, t, 0)
-        m, log_sum = shifted_logsumexp(xp, x, axis=-1)  # (N, 1) each
+        kernels = get_backend().kernels  # on CuPy: the same two numbers in two passes, no (N, V) temporary
+        if kernels is not None and kernels.usable(x):
+            m, log_sum = kernels.shifted_logsumexp_rows(x)
+        else:
+            m, log_sum = shifted_logsumexp(xp, x, axis=-1)  # (N, 1) each
         m, log_sum = m[:, 0], log_sum[:, 0]
         # (x[t] - m) before adding log_sum: exact when x[t] is the max, however large the logits.
         losses = (log_sum - (x[xp.arange(x.shape[0]), safe_t] - m)) * keep  # (N,)
         lse = m + log_sum  # (N,)
-        self.n_kept = int(keep.sum()) if self.reduction == "mean" else None
+        # The count stays an array in the logits' dtype (float32 counts exactly to 2**24), as int() would make
+        # the GPU wait here; float16 counts exactly only to 2048, so there the host counts.
+        if self.reduction == "mean":
+            self.n_kept = keep.sum(dtype=x.dtype) if x.dtype.itemsize >= 4 else int(keep.sum())
+        else:
+            self.n_kept = None
         self.save(x, lse, safe_t, keep)
         if self.reduction == "none":
             return losses.reshape(targets.shape)
@@ -68,13 +82,16 @@ class CrossEntropy(Function):
     def backward(self, gy: Any) -> Any:
         xp = self.xp
         x, lse, safe_t, keep = self.saved
-        grad = x - lse[:, None]  # (N, V)
-        xp.exp(grad, out=grad)  # softmax(x)
-        grad[xp.arange(x.shape[0]), safe_t] -= 1  # - onehot(t)
         if self.reduction == "none":
             scale = gy.reshape(-1) * keep  # (N,)
         else:
             scale = keep * (gy / self.n_kept if self.reduction == "mean" else gy)
+        kernels = get_backend().kernels  # on CuPy: the four lines below in one pass over (N, V)
+        if kernels is not None and kernels.usable(x):
+            return kernels.cross_entropy_backward(x, lse, safe_t, scale).reshape(self.input_shape)
+        grad = x - lse[:, None]  # (N, V)
+        xp.exp(grad, out=grad)  # softmax(x)
+        grad[xp.arange(x.shape[0]), safe_t] -= 1  # - onehot(t)
         grad *= scale[:, None].astype(grad.dtype)
         return grad.reshape(self.input_shape)
 

@@ -85,7 +85,15 @@ def getitem(x: Any, index: Any) -> Any:
 
 
 def where(condition: Any, a: Any, b: Any) -> Any:
-    """Elementwise ``a if condition else b`` (NumPy's ``where``), differentiable in a and b."""
+    """Elementwise ``a if condition else b`` (NumPy's and PyTorch's ``where``), differentiable in a and b.
+
+    Also ``tl.where`` and ``F.where``; ``condition`` is a boolean array or Tensor, ``a`` and ``b``
+    Tensors or numbers, all broadcast together.
+
+    >>> import tinyllm as tl
+    >>> tl.where(tl.tensor([True, False]).data, tl.tensor([1.0, 2.0]), 0.0).tolist()
+    [1.0, 0.0]
+    """
     from ..tensor import Tensor, as_tensor, floating_dtype_of
 
     like = floating_dtype_of((a, b))
@@ -95,5 +103,13 @@ def where(condition: Any, a: Any, b: Any) -> Any:
 
 
 def masked_fill(x: Any, mask: Any, value: float) -> Any:
-    """``x`` with ``value`` wherever ``mask`` is True (PyTorch's ``masked_fill``)."""
+    """``x`` with ``value`` wherever ``mask`` is True (PyTorch's ``masked_fill``); no gradient flows there.
+
+    Also ``tl.masked_fill``, ``F.masked_fill`` and the method ``x.masked_fill(mask, value)``. The
+    causal mask of attention is the classic use: scores.masked_fill(future, -inf) before softmax.
+
+    >>> import numpy as np, tinyllm as tl
+    >>> tl.masked_fill(tl.tensor([1.0, 2.0, 3.0]), np.array([False, True, False]), -1.0).tolist()
+    [1.0, -1.0, 3.0]
+    """
     return where(mask, value, x)

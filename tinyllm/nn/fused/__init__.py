@@ -1,8 +1,8 @@
 """Fused Functions for the hot paths of a transformer, each one op with a hand-derived backward.
 
-Composing these from primitive ops would work (the tests do exactly that to check
-them), but every primitive allocates its output and saves its inputs; one fused op
-does the same math with a few arrays and one backward.
+Composing these from primitive ops would work (``tinyllm.nn.reference`` does exactly
+that, and the tests check every fused op against it), but every primitive allocates its
+output and saves its inputs; one fused op does the same math with a few arrays and one backward.
 """
 
 from .attention import ScaledDotProductAttention, scaled_dot_product_attention

@@ -4,6 +4,17 @@ Shapes: q (B, H, T, D) for H query heads; k, v (B, Hkv, S, D) for Hkv key/value
 heads, where Hkv divides H (MHA: Hkv = H; MQA: Hkv = 1). Query head h reads
 key/value head h // G, with G = H / Hkv (as Hugging Face's ``repeat_kv``).
 
+Read the plain version first: ``tinyllm.nn.reference.attention`` (repeat k/v, scores, mask,
+softmax, times v, in five obvious lines). The backward is derived in docs/backprop.md#attention.
+This op computes the same thing with these optimisations:
+
+- GQA groups folded into rows: no repeated copy of k and v (below);
+- the offset causal mask: one (T, S) additive mask shifted by S - T for a KV cache, broadcast
+  over batch, heads and groups;
+- in-place softmax: the scores buffer becomes the probabilities, no second (G*T, S) array;
+- the moved scale: 1/sqrt(D) multiplies q (T*D values) and dq/dk, not the (T, S) scores;
+- rowsum(dP * P) = rowsum(dout * out): the softmax backward's row sum from (T, D) arrays.
+
 GQA without copies: the G query heads that share a key/value head are folded
 into the rows, q -> (B, Hkv, G*T, D), so one batched matmul against the
 unrepeated k (B, Hkv, S, D) serves them all, in forward and backward alike.
@@ -25,6 +36,19 @@ Backward (dP's row-softmax Jacobian collapses to a row sum):
 Causal with a cache: when S > T the T queries are the last T positions, so query
 i (0-based within the T) may look at keys 0 .. i + (S - T).
 
+Rows of different lengths (padded batches, continuous batching). Two optional inputs,
+both constants of the graph (no gradient):
+
+    key_padding_mask (B, S) bool   True where key j of row b is a real token, False for padding
+    query_start      (B,)   int    the key index of row b's first query (default S - T for every row)
+
+Query i of row b may look at key j only if ``key_padding_mask[b, j]`` and, when causal,
+``j <= query_start[b] + i``. Both become one additive mask (B, 1, 1, T, S) of 0 and -inf,
+broadcast over the heads. A masked key gets probability exactly 0 (exp(-inf) = 0), so a
+padded key or value never changes a real query's output, and the backward above needs no
+change: dscores = P * (...) is 0 wherever P is. A query that may look at no key at all (a
+padding query on the left of its row) gets all-zero probabilities, output 0, gradient 0.
+
 Attention dropout zeroes entries of P with probability p and scales the rest by
 1/(1-p) before multiplying by v; the backward applies the same mask to dP.
 """
@@ -39,12 +63,41 @@ from ...backends import get_backend
 
 
 class ScaledDotProductAttention(Function):
-    def __init__(self, is_causal: bool = True, dropout_p: float = 0.0, scale: float | None = None) -> None:
+    def __init__(
+        self,
+        is_causal: bool = True,
+        dropout_p: float = 0.0,
+        scale: float | None = None,
+        key_padding_mask: Any = None,
+        query_start: Any = None,
+    ) -> None:
         if not 0.0 <= dropout_p < 1.0:
             raise ValueError(f"attention dropout_p must be in [0, 1), got {dropout_p}")
         self.is_causal = is_causal
         self.dropout_p = dropout_p
         self.scale = scale
+        self.key_padding_mask = key_padding_mask  # (B, S) bool or None: constants, no gradient
+        self.query_start = query_start  # (B,) int or None
+
+    def _row_mask(self, B: int, T: int, S: int, dtype: Any) -> Any:
+        """The additive mask (B, 1, 1, T, S): 0 where query i of row b may look at key j, -inf elsewhere."""
+        xp = self.xp
+        allowed = xp.ones((B, T, S), dtype=bool)
+        if self.is_causal:
+            start = xp.asarray(self.query_start if self.query_start is not None else [S - T] * B).reshape(B, 1, 1)
+            if start.shape[0] != B:
+                raise ValueError(f"attention: query_start has {start.shape[0]} rows, the batch has B={B}")
+            allowed &= xp.arange(S).reshape(1, 1, S) <= start + xp.arange(T).reshape(1, T, 1)  # j <= start_b + i
+        if self.key_padding_mask is not None:
+            keep = xp.asarray(self.key_padding_mask)
+            if keep.shape != (B, S) or keep.dtype != bool:
+                raise ValueError(
+                    f"attention: key_padding_mask must be a bool array (B, S) = {(B, S)} (True = a real key), "
+                    f"got {keep.dtype} {keep.shape}"
+                )
+            allowed &= keep[:, None, :]  # (B, 1, S) over the queries
+        mask = xp.where(allowed, 0.0, -xp.inf).astype(dtype)  # (B, T, S)
+        return mask.reshape(B, 1, 1, T, S)
 
     def forward(self, q: Any, k: Any, v: Any) -> Any:
         xp = self.xp
@@ -57,7 +110,7 @@ class ScaledDotProductAttention(Function):
         Hkv, S = k.shape[1], k.shape[2]
         if H % Hkv:
             raise ValueError(f"attention: n_heads={H} must be a multiple of n_kv_heads={Hkv}")
-        if self.is_causal and S < T:
+        if self.is_causal and S < T and self.query_start is None:
             raise ValueError(f"causal attention needs at least as many keys as queries, got T={T} queries, S={S} keys")
         G = H // Hkv
         scale = self.scale if self.scale is not None else 1.0 / math.sqrt(D)
@@ -65,20 +118,34 @@ class ScaledDotProductAttention(Function):
 
         qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
         scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
-        if self.is_causal and T > 1:
-            # Additive mask (T, S): 0 where key j <= i + S - T, -inf after; one broadcast add over the groups.
-            future = xp.triu(xp.full((T, S), -xp.inf, dtype=scores.dtype), k=S - T + 1)
-            scores5 = scores.reshape(B, Hkv, G, T, S)
-            scores5 += future
-        # Row softmax, in place.
-        scores -= scores.max(axis=-1, keepdims=True)
-        xp.exp(scores, out=scores)
-        scores *= 1.0 / scores.sum(axis=-1, keepdims=True)
+        per_row = self.key_padding_mask is not None or self.query_start is not None
+        kernels = get_backend().kernels
+        if not per_row and kernels is not None and kernels.usable(scores) and scores.flags.c_contiguous:
+            kernels.causal_softmax_(scores, T, self.is_causal)  # on CuPy: the mask and softmax below, one launch
+        else:
+            if per_row:
+                scores5 = scores.reshape(B, Hkv, G, T, S)
+                scores5 += self._row_mask(B, T, S, scores.dtype)  # (B, 1, 1, T, S) broadcast over the heads
+            elif self.is_causal and T > 1:
+                # Additive mask (T, S): 0 where key j <= i + S - T, -inf after; one broadcast add over the groups.
+                future = xp.triu(xp.full((T, S), -xp.inf, dtype=scores.dtype), k=S - T + 1)
+                scores5 = scores.reshape(B, Hkv, G, T, S)
+                scores5 += future
+            # Row softmax, in place.
+            row_max = scores.max(axis=-1, keepdims=True)
+            if per_row:  # a query that may see no key: max -inf; subtract 0 instead, so its row is exp(-inf) = 0
+                row_max[row_max == -xp.inf] = 0.0
+            scores -= row_max
+            xp.exp(scores, out=scores)
+            row_sum = scores.sum(axis=-1, keepdims=True)
+            if per_row:
+                row_sum[row_sum == 0.0] = 1.0  # such a row stays all zeros
+            scores *= 1.0 / row_sum
         probs = scores  # (B, Hkv, G*T, S)
 
         keep = None
         if self.dropout_p > 0.0:
-            keep = get_backend().rng.random(probs.shape) >= self.dropout_p  # (B, Hkv, G*T, S)
+            keep = get_backend().rng.random(probs.shape, dtype=probs.dtype) >= self.dropout_p  # (B, Hkv, G*T, S)
             dropped = probs * keep / (1.0 - self.dropout_p)
         else:
             dropped = probs
@@ -96,13 +163,19 @@ class ScaledDotProductAttention(Function):
             dropped = probs
         gv = dropped.swapaxes(-1, -2) @ gout  # (B, Hkv, S, D)
         gprobs = gout @ v.swapaxes(-1, -2)  # (B, Hkv, G*T, S)
-        if keep is not None:
-            gprobs *= keep / (1.0 - self.dropout_p)
+        if keep is not None:  # in two steps: keep / (1 - p) alone would be a float64 array of P's size
+            gprobs *= keep
+            gprobs /= 1.0 - self.dropout_p
         # dscores = P * (dP - rowsum(dP * P)), in place in gprobs. The row sum needs no (G*T, S)
         # product: rowsum_j(dP_ij P_ij) = rowsum_j((dout_i . v_j) P_ij) = dout_i . out_i, (G*T, D) work.
         # (With dropout the same identity holds for the dropped P that made out.)
-        gprobs -= (gout * out).sum(axis=-1, keepdims=True)
-        gprobs *= probs
+        rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
+        kernels = get_backend().kernels
+        if kernels is not None and kernels.usable(gprobs):
+            gprobs = kernels.softmax_backward(probs, gprobs, rowdot)  # the two lines below in one pass
+        else:
+            gprobs -= rowdot
+            gprobs *= probs
         scale = self.scale_used  # applied to the small (T, D) results, not the (T, S) scores
         gq = ((gprobs @ k) * scale).reshape(B, H, T, D)  # (B, H, T, D)
         gk = gprobs.swapaxes(-1, -2) @ (qg * scale)  # (B, Hkv, S, D)
@@ -110,10 +183,20 @@ class ScaledDotProductAttention(Function):
 
 
 def scaled_dot_product_attention(
-    q: Any, k: Any, v: Any, is_causal: bool = True, dropout_p: float = 0.0, scale: float | None = None
+    q: Any,
+    k: Any,
+    v: Any,
+    is_causal: bool = True,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    key_padding_mask: Any = None,
+    query_start: Any = None,
 ) -> Any:
-    """softmax(q k^T / sqrt(head_dim) + causal mask) v for q (B, H, T, D) and k, v (B, H_kv, S, D).
+    """softmax(q k^T / sqrt(head_dim) + mask) v for q (B, H, T, D) and k, v (B, H_kv, S, D).
 
     ``H_kv`` may be smaller than ``H`` (grouped-query attention); keys and values are never repeated.
+    ``key_padding_mask`` (B, S) bool, True for real keys; ``query_start`` (B,) ints, the key index
+    of each row's first query (rows whose caches hold different lengths). Example: two rows, the
+    second left-padded by one, ``key_padding_mask=[[True, True, True], [False, True, True]]``.
     """
-    return ScaledDotProductAttention(is_causal, dropout_p, scale)(q, k, v)
+    return ScaledDotProductAttention(is_causal, dropout_p, scale, key_padding_mask, query_start)(q, k, v)

@@ -10,6 +10,9 @@ Backward, with g = dy * w:
     dw = sum over rows of dy * xhat
     db = sum over rows of dy
     dx = r * (g - mean(g) - xhat * mean(g * xhat))
+
+Read the plain version first: ``tinyllm.nn.reference.layer_norm``; RMSNorm's derivation in
+docs/backprop.md#rmsnorm carries over with the mean subtracted (the extra -mean(g) term).
 """
 
 from __future__ import annotations

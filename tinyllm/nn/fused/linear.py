@@ -6,6 +6,11 @@ For x (..., in), W (out, in), b (out,), folding the leading axes into N rows:
     dx = dy W                       (N, in)
     dW = dy^T x                     (out, in)   one matmul over all N rows
     db = sum over rows of dy        (out,)
+
+Read the plain version first: ``tinyllm.nn.reference.linear`` (x @ W.T + b). The shapes
+argument behind these formulas is in docs/backprop.md#linear-and-batched-matmul. The fused op
+folds the leading axes into N rows, so dW is one (out, N) @ (N, in) matmul rather than a
+batched matmul followed by a sum over the batch axes.
 """
 
 from __future__ import annotations

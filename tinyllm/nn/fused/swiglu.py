@@ -5,6 +5,10 @@ With s = sigmoid(a):
     y  = a * s * b
     da = dy * b * s * (1 + a * (1 - s))     (d/da of a*s is s + a*s*(1-s))
     db = dy * a * s
+
+Read the plain version first: ``tinyllm.nn.reference.swiglu`` (a * sigmoid(a) * b). The
+derivation is in docs/backprop.md#swiglu. The fused op saves only a, b and s, computes
+sigmoid through tanh (no overflow), and builds da in place in one buffer.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...autograd.function import Function
+from ...backends import get_backend
 
 
 class SwiGLUFunction(Function):
@@ -19,6 +24,11 @@ class SwiGLUFunction(Function):
         if a.shape != b.shape:
             raise ValueError(f"swiglu: gate {a.shape} and up projection {b.shape} must have the same shape")
         xp = self.xp
+        kernels = get_backend().kernels  # on CuPy: this method's math in one CUDA launch
+        if kernels is not None and kernels.usable(a, b):
+            y, s = kernels.swiglu_forward(a, b)
+            self.save(a, b, s)
+            return y
         # sigmoid(a) = 1 / (1 + exp(-a)) = (1 + tanh(a/2)) / 2, built in place in one buffer. The tanh
         # form never overflows (exp(-a) does for a < -88 in float32), as the unfused Sigmoid/Silu ops.
         s = a * 0.5
@@ -32,14 +42,17 @@ class SwiGLUFunction(Function):
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b, s = self.saved
-        silu = a * s
-        gb = gy * silu
-        # ga = gy * b * (s + silu * (1 - s)), built in place in the silu buffer
-        silu *= 1.0 - s
-        silu += s
-        silu *= b
-        silu *= gy
-        return silu, gb
+        kernels = get_backend().kernels
+        if kernels is not None and kernels.usable(gy, a):
+            return kernels.swiglu_backward(gy, a, b, s)  # the same arithmetic in one CUDA kernel
+        ga = a * s  # silu(a) for now: the buffer becomes da below, saving one (..., hidden) array
+        gb = gy * ga  # db = dy * silu(a)
+        # da = dy * b * d silu(a)/da, with d silu(a)/da = s + a s (1 - s), built in place:
+        ga *= 1.0 - s  # a s (1 - s)
+        ga += s  # s + a s (1 - s)
+        ga *= b
+        ga *= gy
+        return ga, gb
 
 
 def swiglu(a: Any, b: Any) -> Any:

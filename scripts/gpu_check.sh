@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The GPU check of issue 13: one call on a lent GPU machine (at most ~8 minutes), every figure written to
+# $OUT/gpu_check.jsonl as soon as it exists, so a timeout still returns what finished.
+#
+# Prepare once, here, in the repository root (the text and the gguf wheel must travel with the tree):
+#   mkdir -p .gpu_data && cp ../shared/data/tinyshakespeare.txt .gpu_data/        (.gitignore ignores .gpu_data/ and .whl/)
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux2014_x86_64 --platform any -d .whl gguf==0.19.0
+#   (gguf is pure Python: the wheel is py3-none-any.)
+# Then one device call:
+#   run(command="bash scripts/gpu_check.sh", carry=[".gpu_data", ".whl"], timeout_s=540)
+# The phases, in order of value (each has its own time limit; the whole stays under BUDGET seconds):
+#   0 env      CuPy version, device, CUDA runtime, PyTorch version
+#   1 kernels  tests/test_cuda_kernels.py: every fused CuPy kernel against its NumPy Function
+#   2 fast     a fast subset of the suite with TINYLLM_BACKEND=cupy (autograd, fused ops, model, resume)
+#   3 train    examples/train_shakespeare.py --backend "$BACKEND" --preset gpu, stopped by SIGINT at its limit;
+#              its log.jsonl and loss.png are copied to $OUT (the curve so far, and the time per step)
+#   4 bench    benchmarks/gpu_train.py: tinyllm vs PyTorch eager per precision, SmolLM2-shaped decode
+#   5 rest     the rest of the suite with TINYLLM_BACKEND=cupy, in whatever time is left
+# Output files (8 at most come back): gpu_check.jsonl, gpu_check.log, pytest_fast.txt, pytest_rest.txt,
+# train_log.jsonl, loss.png, bench.jsonl.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu_check}
+mkdir -p "$OUT"
+RESULTS="$OUT/gpu_check.jsonl"
+LOG="$OUT/gpu_check.log"
+BUDGET=${BUDGET:-470}
+START=$(date +%s)
+BACKEND=${BACKEND:-cupy}  # BACKEND=numpy BUDGET=60 bash scripts/gpu_check.sh: a dry run of this script on a CPU
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TINYLLM_BACKEND=$BACKEND HYPOTHESIS_PROFILE=ci
+PY=${PYTHON:-python3}
+
+record() {  # record PHASE KEY=VALUE ... : one JSON line (values that parse as JSON stay numbers)
+  "$PY" - "$@" >>"$RESULTS" <<'EOF'
+import json, sys
+phase, pairs = sys.argv[1], sys.argv[2:]
+row = {"phase": phase}
+for pair in pairs:
+    key, _, value = pair.partition("=")
+    try:
+        row[key] = json.loads(value)
+    except ValueError:
+        row[key] = value
+print(json.dumps(row))
+EOF
+}
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+limit() { local want=$1 l; l=$(left); (( l < want )) && want=$l; (( want < 0 )) && want=0; echo "$want"; }
+
+# The gguf wheel, if carried (tinyllm imports gguf for GGUF files; the image does not have it).
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >>"$LOG" 2>&1 && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+# -- 0: environment -------------------------------------------------------------------------------------
+"$PY" - >>"$RESULTS" 2>>"$LOG" <<'EOF'
+import json, platform
+row = {"phase": "env", "python": platform.python_version()}
+try:
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    row.update(cupy=cupy.__version__, cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+               device=props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+               memory_gib=round(props["totalGlobalMem"] / 2**30, 1), sm=f"{props['major']}.{props['minor']}")
+except Exception as error:  # noqa: BLE001
+    row["cupy_error"] = repr(error)
+try:
+    import torch
+    row["torch"] = torch.__version__
+except ImportError:
+    row["torch"] = None
+try:
+    import gguf  # noqa: F401
+    row["gguf"] = True
+except ImportError:
+    row["gguf"] = False
+print(json.dumps(row))
+EOF
+cat "$RESULTS"
+
+run_pytest() {  # run_pytest PHASE SECONDS OUTFILE ARGS... : the summary line and counts go to the JSON
+  local phase=$1 seconds=$2 outfile=$3; shift 3
+  local t0=$(date +%s) rc
+  timeout -k 10 --signal=INT "$seconds" "$PY" -m pytest -rfE -p no:cacheprovider "$@" >"$outfile" 2>&1
+  rc=$?
+  local summary
+  summary=$(grep -E "(passed|failed|error|no tests ran)" "$outfile" | tail -1 | tr -d '"=')
+  record "$phase" rc=$rc seconds=$(( $(date +%s) - t0 )) limit_s="$seconds" summary="$summary" \
+    failed="$(grep -E '^(FAILED|ERROR) ' "$outfile" | head -20 | tr '\n' ';' | tr -d '"')"
+  tail -3 "$outfile"
+}
+
+# -- 1: kernel agreement tests ------------------------------------------------------------------------------
+run_pytest kernels "$(limit 75)" "$OUT/pytest_kernels.txt" tests/test_cuda_kernels.py
+cat "$OUT/pytest_kernels.txt" >>"$LOG"; rm -f "$OUT/pytest_kernels.txt"  # keep the file count under 8
+
+# -- 2: a fast subset of the suite on CuPy ------------------------------------------------------------------
+FAST=(tests/test_autograd_core.py tests/test_fused.py tests/test_float32_everywhere.py tests/test_resume_exact.py
+      tests/test_model.py tests/test_nn.py tests/test_optim.py tests/test_sampling.py tests/test_checkpoint.py)
+run_pytest fast "$(limit 110)" "$OUT/pytest_fast.txt" -x "${FAST[@]}"
+
+# -- 3: the example, gpu preset, timed ------------------------------------------------------------------------
+DATA=${TINYLLM_DATA:-.gpu_data/tinyshakespeare.txt}
+if [[ -f "$DATA" ]]; then
+  T=$(limit 170); t0=$(date +%s)
+  rm -rf /tmp/gpu_check_run
+  timeout -k 10 --signal=INT "$T" "$PY" examples/train_shakespeare.py --backend "$BACKEND" --preset gpu --data "$DATA" \
+    --out-dir /tmp/gpu_check_run --no-progress --sample-tokens 100 >>"$LOG" 2>&1
+  rc=$?
+  cp /tmp/gpu_check_run/log.jsonl "$OUT/train_log.jsonl" 2>/dev/null
+  cp /tmp/gpu_check_run/loss.png "$OUT/loss.png" 2>/dev/null
+  "$PY" - "$rc" "$(( $(date +%s) - t0 ))" "$T" >>"$RESULTS" <<'EOF'
+import json, sys
+rc, seconds, limit = (int(v) for v in sys.argv[1:])
+row = {"phase": "train", "rc": rc, "seconds": seconds, "limit_s": limit, "preset": "gpu"}
+try:
+    records = [json.loads(line) for line in open("/tmp/gpu_check_run/log.jsonl")]
+except OSError:
+    records = []
+evals = [r for r in records if r.get("kind") == "eval"]
+trains = [r for r in records if r.get("kind") == "train"]
+if evals:
+    row.update(last_eval_step=evals[-1]["step"], val_bpc=evals[-1].get("val_bpc"), val_loss=evals[-1].get("val_loss"),
+               best_val_bpc=min(r.get("val_bpc", 1e9) for r in evals))
+if trains:
+    rates = sorted(r["tokens_per_second"] for r in trains[1:] or trains)
+    row.update(last_train_step=trains[-1]["step"], median_tokens_per_s=rates[len(rates) // 2])
+print(json.dumps(row))
+EOF
+  tail -1 "$RESULTS"
+else
+  record train skipped="no text at $DATA (copy ../shared/data/tinyshakespeare.txt to .gpu_data/ and carry it)"
+fi
+
+# -- 4: benchmark ---------------------------------------------------------------------------------------------
+T=$(limit 100)
+if (( T > 20 )); then
+  t0=$(date +%s)
+  timeout -k 10 --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
+  record bench rc=$? seconds=$(( $(date +%s) - t0 )) limit_s="$T"
+fi
+
+# -- 5: the rest of the suite -----------------------------------------------------------------------------------
+T=$(limit 600)
+if (( T > 15 )); then
+  DESELECT=(); for f in "${FAST[@]}" tests/test_cuda_kernels.py; do DESELECT+=(--ignore "$f"); done
+  run_pytest rest "$T" "$OUT/pytest_rest.txt" tests "${DESELECT[@]}"
+fi
+record done seconds=$(( $(date +%s) - START ))
+cat "$RESULTS"

@@ -1,0 +1,200 @@
+"""The Functions' kernel hooks, checked on the CPU with a NumPy stand-in for tinyllm/backends/cuda_kernels.py.
+
+On CuPy a Function hands its arrays to ``backend.kernels`` (fused CUDA kernels) instead of running
+its array code. The CUDA itself can only run on a GPU (tests/test_cuda_kernels.py), but the wiring
+can be checked anywhere: this stand-in has the same functions and signatures, each written from the
+kernel's C expression in plain NumPy, and every Function must give the same outputs and gradients
+through it as through its own array code. A hook that passes arguments in the wrong order, forgets
+to save what backward needs, or returns the wrong shape fails here, on CI, before a GPU sees it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinyllm as tl
+from tinyllm.autograd.ops import cross_entropy
+from tinyllm.nn.fused import apply_rope, rms_norm, scaled_dot_product_attention, swiglu
+from tinyllm.optim import AdamW
+
+
+class NumpyKernels:
+    """cuda_kernels' interface, computed as each kernel's C expression says (float32 in, float32 out)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def usable(self, *arrays) -> bool:
+        return all(a.dtype == np.float32 for a in arrays)
+
+    def rms_norm_forward(self, x, weight, eps):
+        self.calls.append("rms_norm_forward")
+        r = np.float32(1.0) / np.sqrt((x * x).sum(axis=-1, keepdims=True) * np.float32(1 / x.shape[-1]) + np.float32(eps))
+        xhat = x * r
+        return xhat * weight, xhat, r
+
+    def rms_norm_backward(self, gy, xhat, r, weight):
+        self.calls.append("rms_norm_backward")
+        gw = (gy * xhat).sum(axis=tuple(range(gy.ndim - 1)))
+        dot = (gy * weight * xhat).sum(axis=-1, keepdims=True)
+        return r * (gy * weight - xhat * (dot * np.float32(1 / gy.shape[-1]))), gw
+
+    def swiglu_forward(self, a, b):
+        self.calls.append("swiglu_forward")
+        s = np.float32(0.5) * (1 + np.tanh(np.float32(0.5) * a))
+        return a * s * b, s
+
+    def swiglu_backward(self, gy, a, b, s):
+        self.calls.append("swiglu_backward")
+        silu = a * s
+        return gy * b * (s + silu * (1 - s)), gy * silu
+
+    def rope(self, x, cos, sin, inverse=False):
+        self.calls.append("rope_backward" if inverse else "rope")
+        half = x.shape[-1] // 2
+        sn = -sin if inverse else sin
+        x1, x2 = x[..., :half], x[..., half:]
+        return np.concatenate([x1 * cos - x2 * sn, x2 * cos + x1 * sn], axis=-1)
+
+    def shifted_logsumexp_rows(self, x):
+        self.calls.append("shifted_logsumexp_rows")
+        m = x.max(axis=-1, keepdims=True)
+        return m, np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+    def cross_entropy_backward(self, x, lse, targets, scale):
+        self.calls.append("cross_entropy_backward")
+        assert lse.shape == targets.shape == scale.shape == x.shape[:1]  # (N,) each, indexed by row
+        onehot = np.arange(x.shape[1]) == targets[:, None]
+        return (np.exp(x - lse[:, None]) - onehot) * scale[:, None].astype(np.float32)
+
+    def causal_softmax_(self, scores, T, causal):
+        self.calls.append("causal_softmax_")
+        assert scores.flags.c_contiguous
+        S = scores.shape[-1]
+        rows = scores.reshape(-1, S)  # a view: in place, as the kernel
+        for r, row in enumerate(rows):
+            visible = (r % T) + S - T + 1 if causal else S
+            e = np.exp(row[:visible] - row[:visible].max())
+            row[:visible] = e * (np.float32(1) / e.sum())
+            row[visible:] = 0
+        return scores
+
+    def softmax_backward(self, probs, gprobs, rowdot):
+        self.calls.append("softmax_backward")
+        gprobs[...] = probs * (gprobs - rowdot)
+        return gprobs
+
+    def adamw_update(self, p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2):
+        self.calls.append("adamw_update")
+        f = np.float32
+        v[...] = f(beta2) * v + (1 - f(beta2)) * g * g
+        m[...] = f(beta1) * m + (1 - f(beta1)) * g
+        p[...] = p * f(decay) - f(step_size) * m / (np.sqrt(v) / f(sqrt_bias2) + f(eps))
+
+
+@pytest.fixture
+def kernels():
+    backend = tl.get_backend()
+    if backend.name != "numpy":
+        pytest.skip("checks the hooks with a NumPy stand-in; on CuPy tests/test_cuda_kernels.py checks the real kernels")
+    stand_in = NumpyKernels()
+    backend.kernels = stand_in
+    yield stand_in
+    backend.kernels = None
+
+
+def rel_error(a, b) -> float:
+    a, b = (np.asarray(x.data if isinstance(x, tl.Tensor) else x, np.float64) for x in (a, b))
+    assert a.shape == b.shape and np.isfinite(a).all()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def assert_hooks_agree(kernels, fn, arrays, expected_calls) -> None:
+    results = []
+    for use in (kernels, None):
+        tl.get_backend().kernels = use
+        leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
+        out = fn(*leaves)
+        upstream = np.random.default_rng(9).standard_normal(out.shape).astype(np.float32)
+        (out * tl.tensor(upstream)).sum().backward()
+        assert out.dtype == np.float32
+        results.append((out, [t.grad for t in leaves]))
+    tl.get_backend().kernels = kernels
+    (fused, fused_grads), (plain, plain_grads) = results
+    assert rel_error(fused, plain) < 1e-5
+    for i, (a, b) in enumerate(zip(fused_grads, plain_grads)):
+        assert a.dtype == np.float32 and rel_error(a, b) < 1e-5, f"gradient of input {i}"
+    assert set(expected_calls) <= set(kernels.calls), kernels.calls
+
+
+def f32(rng, *shape, scale=1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def test_rms_norm_goes_through_the_kernels(kernels):
+    rng = np.random.default_rng(0)
+    assert_hooks_agree(kernels, lambda x, w: rms_norm(x, w, 1e-5), [f32(rng, 2, 5, 8), f32(rng, 8)],
+                       ["rms_norm_forward", "rms_norm_backward"])
+
+
+def test_swiglu_goes_through_the_kernels(kernels):
+    rng = np.random.default_rng(1)
+    assert_hooks_agree(kernels, swiglu, [f32(rng, 2, 5, 8, scale=3.0), f32(rng, 2, 5, 8)],
+                       ["swiglu_forward", "swiglu_backward"])
+
+
+def test_rope_goes_through_the_kernels(kernels):
+    rng = np.random.default_rng(2)
+    angles = np.outer(np.arange(5), [1.0, 0.3, 0.1]).astype(np.float32)
+    cos, sin = np.cos(angles), np.sin(angles)
+    assert_hooks_agree(kernels, lambda x: apply_rope(x, cos, sin), [f32(rng, 2, 3, 5, 6)], ["rope", "rope_backward"])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_goes_through_the_kernels(kernels, reduction):
+    rng = np.random.default_rng(3)
+    targets = rng.integers(0, 11, (3, 4))
+    targets[0, 0] = -100
+    t = tl.tensor(targets)
+    assert_hooks_agree(kernels, lambda x: cross_entropy(x, t, reduction=reduction), [f32(rng, 3, 4, 11, scale=3.0)],
+                       ["shifted_logsumexp_rows", "cross_entropy_backward"])
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 2, 3, 3), (1, 4, 1, 2, 5), (1, 2, 2, 1, 4)])  # (B, H, Hkv, T, S)
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_goes_through_the_kernels(kernels, shape, causal):
+    B, H, Hkv, T, S = shape
+    rng = np.random.default_rng(4)
+    arrays = [f32(rng, B, H, T, 4), f32(rng, B, Hkv, S, 4), f32(rng, B, Hkv, S, 4)]
+    assert_hooks_agree(kernels, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal), arrays,
+                       ["causal_softmax_", "softmax_backward"])
+
+
+def test_adamw_goes_through_the_kernel(kernels):
+    rng = np.random.default_rng(5)
+    start = [f32(rng, 6, 4), f32(rng, 4)]
+    grads = [[f32(rng, *p.shape) for p in start] for _ in range(3)]
+    finals = []
+    for use in (kernels, None):
+        tl.get_backend().kernels = use
+        params = [tl.nn.Parameter(tl.tensor(p.copy())) for p in start]
+        optimizer = AdamW([{"params": [params[0]], "weight_decay": 0.1}, {"params": [params[1]], "weight_decay": 0.0}],
+                          lr=1e-2, betas=(0.9, 0.95))
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.copy()
+            optimizer.step()
+        finals.append((params, optimizer.state))
+    tl.get_backend().kernels = kernels
+    for a, b in zip(finals[0][0], finals[1][0]):
+        assert rel_error(a, b) < 1e-6
+    for a, b in zip(finals[0][1], finals[1][1]):
+        assert rel_error(a["exp_avg_sq"], b["exp_avg_sq"]) < 1e-6 and rel_error(a["exp_avg"], b["exp_avg"]) < 1e-6
+    assert kernels.calls.count("adamw_update") == 6
+
+
+def test_float64_never_goes_to_the_float32_kernels(kernels):
+    x = tl.tensor(np.ones((2, 4)), requires_grad=True)  # float64, as in the gradient checks
+    rms_norm(x, tl.tensor(np.ones(4)), 1e-5).sum().backward()
+    assert kernels.calls == []

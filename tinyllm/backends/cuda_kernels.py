@@ -1,0 +1,258 @@
+"""Fused CUDA kernels for the CuPy backend: the hot ops of a training step, each in one or two launches.
+
+The NumPy versions in ``tinyllm.nn.fused``, ``tinyllm.autograd.ops`` and ``tinyllm.optim`` stay the
+readable reference: each kernel here computes exactly the formula of the Function it fuses (named
+in its docstring), and ``tests/test_cuda_kernels.py`` checks on a GPU that the two agree within
+float32 rounding. A Function asks its backend for ``kernels`` and uses them when they apply::
+
+    kernels = get_backend().kernels          # None on NumPy; this module on CuPy
+    if kernels is not None and kernels.usable(x, weight):
+        y, xhat, r = kernels.rms_norm_forward(x, weight, eps)
+    else:
+        ...the NumPy code, unchanged...
+
+Why fuse: written with array operations, ``y = x * r * w`` allocates and writes a temporary per
+operator, so a few lines of math pass over the (B, T, D) activations five to ten times. Each kernel
+reads its inputs once and writes its outputs once. Only float32 is fused (other dtypes, such as the
+float64 of the gradient checks, take the NumPy path). ``TINYLLM_KERNELS=0`` turns them all off.
+
+This module imports CuPy; only ``CupyBackend`` imports it, so nothing here is loaded on the NumPy path.
+Kernels compile on first use (seconds) and are cached on disk by CuPy (``~/.cupy/kernel_cache``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cupy
+import numpy as np
+
+
+def usable(*arrays: Any) -> bool:
+    """True when every array is float32 (what these kernels are written for)."""
+    return all(a.dtype == np.float32 for a in arrays)
+
+
+# ---------------------------------------------------------------------------------------- RMSNorm
+# Fuses tinyllm.nn.fused.rms_norm.RMSNormFunction:
+#   r = 1 / sqrt(mean(x^2) + eps);  xhat = x * r;  y = xhat * w
+#   dw = sum over rows of dy * xhat;  dx = r * (dy * w - xhat * mean(dy * w * xhat))
+
+_sum_squares = cupy.ReductionKernel(
+    "float32 x", "float32 total", "x * x", "a + b", "total = a", "0", "tinyllm_sum_squares"
+)
+_inverse_rms = cupy.ElementwiseKernel(
+    "float32 total, float32 inv_d, float32 eps", "float32 r", "r = 1.0f / sqrtf(total * inv_d + eps)",
+    "tinyllm_inverse_rms",
+)
+_rms_apply = cupy.ElementwiseKernel(
+    "float32 x, float32 r, float32 w", "float32 xhat, float32 y", "xhat = x * r; y = xhat * w", "tinyllm_rms_apply"
+)
+_sum_products = cupy.ReductionKernel(  # (in a reduction, a and b name the partial results: not for inputs)
+    "float32 x1, float32 x2", "float32 total", "x1 * x2", "a + b", "total = a", "0", "tinyllm_sum_products"
+)
+_sum_products3 = cupy.ReductionKernel(
+    "float32 x1, float32 x2, float32 x3", "float32 total", "x1 * x2 * x3", "a + b", "total = a", "0", "tinyllm_sum_products3"
+)
+_rms_backward = cupy.ElementwiseKernel(
+    "float32 gy, float32 w, float32 xhat, float32 r, float32 dot, float32 inv_d",
+    "float32 gx",
+    "gx = r * (gy * w - xhat * (dot * inv_d))",
+    "tinyllm_rms_backward",
+)
+
+
+def rms_norm_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any, Any]:
+    """(y, xhat, r) of RMSNorm over the last axis: two launches (sum of squares, then everything else)."""
+    inv_d = np.float32(1.0 / x.shape[-1])
+    r = _inverse_rms(_sum_squares(x, axis=x.ndim - 1, keepdims=True), inv_d, np.float32(eps))  # (..., 1)
+    xhat, y = _rms_apply(x, r, weight)  # (..., D) each
+    return y, xhat, r
+
+
+def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any]:
+    """(dx, dw) of RMSNorm: two reductions and one elementwise pass."""
+    lead = tuple(range(gy.ndim - 1))
+    gw = _sum_products(gy, xhat, axis=lead)  # (D,)
+    dot = _sum_products3(gy, weight, xhat, axis=gy.ndim - 1, keepdims=True)  # (..., 1): sum(dy * w * xhat)
+    gx = _rms_backward(gy, weight, xhat, r, dot, np.float32(1.0 / gy.shape[-1]))
+    return gx, gw
+
+
+# ---------------------------------------------------------------------------------------- SwiGLU
+# Fuses tinyllm.nn.fused.swiglu.SwiGLUFunction: s = sigmoid(a) (as (1 + tanh(a/2)) / 2, no overflow),
+#   y = a * s * b;  da = dy * b * (s + a * s * (1 - s));  db = dy * a * s
+
+_swiglu_forward = cupy.ElementwiseKernel(
+    "float32 a, float32 b", "float32 y, float32 s",
+    "s = 0.5f * (1.0f + tanhf(0.5f * a)); y = a * s * b",
+    "tinyllm_swiglu_forward",
+)
+_swiglu_backward = cupy.ElementwiseKernel(
+    "float32 gy, float32 a, float32 b, float32 s", "float32 ga, float32 gb",
+    "float silu = a * s; gb = gy * silu; ga = gy * b * (s + silu * (1.0f - s))",
+    "tinyllm_swiglu_backward",
+)
+
+
+def swiglu_forward(a: Any, b: Any) -> tuple[Any, Any]:
+    """(y, s): silu(a) * b and the sigmoid s that backward needs, in one pass."""
+    return _swiglu_forward(a, b)
+
+
+def swiglu_backward(gy: Any, a: Any, b: Any, s: Any) -> tuple[Any, Any]:
+    """(da, db) in one pass."""
+    return _swiglu_backward(gy, a, b, s)
+
+
+# ---------------------------------------------------------------------------------------- RoPE
+# Fuses tinyllm.nn.fused.rope.ApplyRope (half-split pairs x1 = x[..., :D/2], x2 = x[..., D/2:]):
+#   forward  y1 = x1 cos - x2 sin,   y2 = x2 cos + x1 sin
+#   backward the same rotation with -sin.
+# The kernel writes straight into the two halves of the output (strided views): one launch.
+
+_rotate = cupy.ElementwiseKernel(
+    "float32 x1, float32 x2, float32 c, float32 s, float32 sign", "float32 y1, float32 y2",
+    "float sn = sign * s; y1 = x1 * c - x2 * sn; y2 = x2 * c + x1 * sn",
+    "tinyllm_rope",
+)
+
+
+def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
+    """Rotate x (..., T, D) by the tables (T, D/2); ``inverse``: by the opposite angles (the backward)."""
+    half = x.shape[-1] // 2
+    y = cupy.empty_like(x)
+    _rotate(x[..., :half], x[..., half:], cos, sin, np.float32(-1.0 if inverse else 1.0), y[..., :half], y[..., half:])
+    return y
+
+
+# ---------------------------------------------------------------------------------------- cross-entropy
+# Fuses tinyllm.autograd.ops.cross_entropy.CrossEntropy:
+#   forward  m = max(x), log_sum = log(sum(exp(x - m)))    (shifted_logsumexp: two passes, no (N, V) temporary)
+#   backward dx = (exp(x - lse) - onehot(t)) * scale[row]   (one pass, was four)
+
+_sum_exp_shifted = cupy.ReductionKernel(
+    "float32 x, float32 m", "float32 total", "expf(x - m)", "a + b", "total = logf(a)", "0", "tinyllm_log_sum_exp"
+)
+_cross_entropy_backward = cupy.ElementwiseKernel(
+    "float32 x, raw float32 lse, raw I t, raw float32 scale, int64 V",
+    "float32 g",
+    "long long row = i / V; long long col = i % V;"
+    "g = (expf(x - lse[row]) - (col == (long long)t[row] ? 1.0f : 0.0f)) * scale[row]",
+    "tinyllm_cross_entropy_backward",
+)
+
+
+def shifted_logsumexp_rows(x: Any) -> tuple[Any, Any]:
+    """(m, log(sum(exp(x - m)))) over the last axis of x (N, V), keepdims: as ``shifted_logsumexp``."""
+    m = x.max(axis=-1, keepdims=True)  # (N, 1)
+    return m, _sum_exp_shifted(x, m, axis=x.ndim - 1, keepdims=True)  # (N, 1) each
+
+
+def cross_entropy_backward(x: Any, lse: Any, targets: Any, scale: Any) -> Any:
+    """dx (N, V) = (softmax(x) - onehot(targets)) * scale[:, None], computed in one pass over x."""
+    x = cupy.ascontiguousarray(x)  # the kernel's linear index i must be row * V + col
+    grad = cupy.empty_like(x)
+    _cross_entropy_backward(x, cupy.ascontiguousarray(lse), cupy.ascontiguousarray(targets),
+                            cupy.ascontiguousarray(scale, dtype=np.float32), np.int64(x.shape[-1]), grad)
+    return grad
+
+
+# ---------------------------------------------------------------------------------------- attention softmax
+# Fuses the causal mask and row softmax of tinyllm.nn.fused.attention.ScaledDotProductAttention.forward
+# (mask add, max, subtract, exp, sum, scale: six passes over the (B, Hkv, G*T, S) scores) into one
+# kernel, one thread block per row, in place. Row r of the scores is query i = r % T (rows are ordered
+# (b, kv head, g, i)); with the causal mask it sees keys 0 .. i + S - T, the rest get probability 0.
+# And its backward's dscores = P * (dP - rowsum(dout * out)) in one pass.
+
+_SOFTMAX_SOURCE = r"""
+#define NEG_INF __int_as_float(0xff800000)
+__device__ float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, offset));
+    return v;
+}
+__device__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
+    return v;
+}
+// The max (or sum) of v over the whole block, returned to every thread.
+__device__ float block_reduce(float v, float* shared, bool is_max) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
+    v = is_max ? warp_max(v) : warp_sum(v);
+    __syncthreads();                       // shared may still be read from the previous call
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = threadIdx.x < n_warps ? shared[threadIdx.x] : (is_max ? NEG_INF : 0.0f);
+        v = is_max ? warp_max(v) : warp_sum(v);
+        if (lane == 0) shared[0] = v;
+    }
+    __syncthreads();
+    return shared[0];
+}
+extern "C" __global__ void tinyllm_causal_softmax(float* scores, long long n_rows, int S, int T, int causal) {
+    __shared__ float shared[32];
+    long long row = blockIdx.x;
+    if (row >= n_rows) return;             // the whole block leaves together: no barrier is skipped
+    float* x = scores + row * (long long)S;
+    int visible = causal ? (int)(row % T) + (S - T) + 1 : S;   // keys [0, visible) may be attended to
+    float m = NEG_INF;
+    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, x[j]);
+    m = block_reduce(m, shared, true);
+    float total = 0.0f;
+    for (int j = threadIdx.x; j < visible; j += blockDim.x) {
+        float e = expf(x[j] - m);
+        x[j] = e;
+        total += e;
+    }
+    total = block_reduce(total, shared, false);
+    float inv = 1.0f / total;
+    for (int j = threadIdx.x; j < S; j += blockDim.x) x[j] = j < visible ? x[j] * inv : 0.0f;
+}
+"""
+_causal_softmax = cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax")
+_SOFTMAX_THREADS = 128
+
+_softmax_backward = cupy.ElementwiseKernel(
+    "float32 p, float32 g, float32 d", "float32 gs", "gs = p * (g - d)", "tinyllm_softmax_backward"
+)
+
+
+def causal_softmax_(scores: Any, T: int, causal: bool) -> Any:
+    """In place: the row softmax of scores (..., S) (C-contiguous), with the causal mask when ``causal``."""
+    if not scores.flags.c_contiguous:
+        raise ValueError("causal_softmax_ works in place on a C-contiguous array")
+    S = scores.shape[-1]
+    n_rows = scores.size // S
+    _causal_softmax((n_rows,), (_SOFTMAX_THREADS,), (scores, np.int64(n_rows), np.int32(S), np.int32(T),
+                                                     np.int32(1 if causal else 0)))
+    return scores
+
+
+def softmax_backward(probs: Any, gprobs: Any, rowdot: Any) -> Any:
+    """In place in gprobs: dscores = probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass."""
+    return _softmax_backward(probs, gprobs, rowdot, gprobs)  # each element reads its own g, then overwrites it
+
+
+# ---------------------------------------------------------------------------------------- AdamW
+# Fuses the per-parameter update of tinyllm.optim.adamw.AdamW.step (ten array operations, one launch):
+#   p = p * decay;  v = b2 v + (1 - b2) g^2;  m = b1 m + (1 - b1) g;  p -= step_size * m / (sqrt(v) / sqrt_bias2 + eps)
+# with decay = 1 - lr * weight_decay and step_size = lr / (1 - b1^t), sqrt_bias2 = sqrt(1 - b2^t).
+
+_adamw = cupy.ElementwiseKernel(
+    "float32 g, float32 decay, float32 beta1, float32 beta2, float32 eps, float32 step_size, float32 sqrt_bias2",
+    "float32 p, float32 m, float32 v",
+    "v = beta2 * v + (1.0f - beta2) * g * g;"
+    "m = beta1 * m + (1.0f - beta1) * g;"
+    "p = p * decay - step_size * m / (sqrtf(v) / sqrt_bias2 + eps)",
+    "tinyllm_adamw",
+)
+
+
+def adamw_update(
+    p: Any, g: Any, m: Any, v: Any, decay: float, beta1: float, beta2: float, eps: float, step_size: float,
+    sqrt_bias2: float,
+) -> None:
+    """In place on p, m, v (float32, same shape as g): one AdamW step for one parameter."""
+    f = np.float32
+    _adamw(g, f(decay), f(beta1), f(beta2), f(eps), f(step_size), f(sqrt_bias2), p, m, v)
