@@ -65,17 +65,7 @@ def default_model_path() -> Path:
 def load_model(path: Path, max_seq_len: int | None = None, keep_quantized: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a GGUF file, a Hugging Face directory, a tinyllm training checkpoint
     or a quantized checkpoint. ``keep_quantized``: a GGUF file's quantized blocks stay as stored."""
-    if path.is_dir() and (path / "checkpoint.json").exists():
-        from tinyllm.checkpoint import load_checkpoint  # written by examples/train_shakespeare.py
-
-        checkpoint = load_checkpoint(path, load_optimizer=False)
-        return checkpoint.build_model(), checkpoint.load_tokenizer()
-    if path.is_dir() and (path / "quantized.json").exists():
-        from tinyllm.quant.checkpoint import load_quantized  # written by save_quantized
-
-        model, tokenizer = load_quantized(path)
-    else:
-        model, tokenizer = load_pretrained(path, max_seq_len=max_seq_len, keep_quantized=keep_quantized)
+    model, tokenizer = load_pretrained(path, max_seq_len=max_seq_len, keep_quantized=keep_quantized)  # any format
     if tokenizer is None:
         raise UsageError(f"{path} holds no tokenizer (no tokenizer.json / no tokenizer.ggml.* metadata): "
                          f"cannot turn text into ids")

@@ -74,6 +74,23 @@ def gguf_to_tinyllm_name(name: str) -> str | None:
     return None
 
 
+def tinyllm_to_gguf_name(name: str) -> str | None:
+    """The GGUF tensor name of a tinyllm parameter (the inverse of ``gguf_to_tinyllm_name``), or None.
+
+    >>> tinyllm_to_gguf_name("layers.3.attention.wq.weight")
+    'blk.3.attn_q.weight'
+    """
+    for gguf_name, ours in _GLOBAL_NAMES.items():
+        if name == ours:
+            return gguf_name
+    match = re.fullmatch(r"layers\.(\d+)\.(.+)", name)
+    if match:
+        for gguf_name, ours in _LAYER_NAMES.items():
+            if match.group(2) == ours:
+                return f"blk.{match.group(1)}.{gguf_name}"
+    return None
+
+
 def open_gguf(path: str | os.PathLike) -> Any:
     """A ``gguf.GGUFReader`` for ``path`` (the file is memory-mapped, not read)."""
     from gguf import GGUFReader

@@ -103,8 +103,11 @@ def _read_checked(tensor: LazyTensor, name: str, described: str) -> Any:
 def load_pretrained(
     path: str | os.PathLike, max_seq_len: int | None = None, keep_quantized: bool = False
 ) -> tuple[Transformer, Any]:
-    """Build a model and its tokenizer from a GGUF file or a Hugging Face directory.
+    """Build a model and its tokenizer from anything tinyllm reads or writes.
 
+    - tinyllm training checkpoint (a directory with ``checkpoint.json``, ``tinyllm.checkpoint``):
+      the saved config and weights, the tokenizer saved with them (None if none was).
+    - quantized checkpoint (a directory with ``quantized.json``, ``tinyllm.quant.checkpoint``).
     - GGUF (``general.architecture == "llama"``): config from the ``llama.*`` metadata, weights
       dequantized to float32, tokenizer and chat template from the metadata.
     - Hugging Face directory (LlamaForCausalLM, Qwen3ForCausalLM): ``config.json``, then
@@ -121,6 +124,15 @@ def load_pretrained(
     from ..tokenizer.pretrained import from_gguf, from_tokenizer_json
 
     path = Path(path)
+    if path.is_dir() and (path / "checkpoint.json").exists():
+        return _load_training_checkpoint(path, max_seq_len)
+    if path.is_dir() and (path / "quantized.json").exists():
+        from ..quant.checkpoint import load_quantized
+
+        model, tokenizer = load_quantized(path)
+        if max_seq_len is not None and max_seq_len < model.config.max_seq_len and model.rope is not None:
+            model.config.max_seq_len = int(max_seq_len)  # the KV cache and the length check follow the config
+        return model, tokenizer
     if keep_quantized:
         if not path.is_file():
             raise ValueError(f"keep_quantized=True needs a GGUF file, not {path}; for a float checkpoint load it "
@@ -155,6 +167,21 @@ def load_pretrained(
     _copy(_check(model, tensors, str(path)))
     model.eval()
     return model, tokenizer
+
+
+def _load_training_checkpoint(path: Path, max_seq_len: int | None) -> tuple[Transformer, Any]:
+    """(model, tokenizer) of a checkpoint written by ``tinyllm.checkpoint.save_checkpoint`` (tokenizer None if none)."""
+    from ..checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path, load_optimizer=False)
+    config = checkpoint.model_config
+    if max_seq_len is not None and config.positions == "rope":  # learned positions have one row per position
+        config.max_seq_len = min(config.max_seq_len, int(max_seq_len))
+    with no_init():  # every weight is overwritten by the checkpoint
+        model = Transformer(config)
+    model.load_state_dict(checkpoint.model_state)
+    tokenizer = checkpoint.load_tokenizer() if checkpoint.tokenizer_path is not None else None
+    return model.eval(), tokenizer
 
 
 def _copy(plan: list[tuple[Any, LazyTensor]]) -> None:

@@ -61,6 +61,8 @@ SMOLLM_PRE_TOKENIZER = (DIGITS_PATTERN, GPT2_SPLIT_PATTERN)
 # (llama.cpp does this for the Llama 3 family, as Hugging Face's `"ignore_merges": true` does).
 GGUF_PRE_TOKENIZERS: dict[str, tuple[tuple[str, ...], bool]] = {
     "gpt2": ((GPT2_SPLIT_PATTERN,), False),
+    "gpt-2": ((GPT2_SPLIT_PATTERN,), False),  # llama.cpp's own name for the GPT-2 pattern
+    "dbrx": ((LLAMA3_SPLIT_PATTERN,), False),  # the Llama 3 pattern without ignore_merges (tinyllm.export)
     "llama-bpe": ((LLAMA3_SPLIT_PATTERN,), True),
     "llama3": ((LLAMA3_SPLIT_PATTERN,), True),
     "qwen2": ((QWEN2_SPLIT_PATTERN,), False),
