@@ -147,9 +147,11 @@ def run_alone_and_together(client: openai.OpenAI, server: Server, stream: bool) 
         together = [f.result() for f in futures]
     after = server.health()
     assert together == alone
-    steps = after["decode_steps"] - before["decode_steps"]
-    rows = after["mean_batch"] * after["decode_steps"] - before["mean_batch"] * before["decode_steps"]
-    assert rows / steps > 1.5, "the concurrent requests were not decoded together"
+    # Decoded together: run one after another, no decode step would carry two requests. How many
+    # do depends on how staggered the four arrive (a busy machine staggers them), so count them:
+    # the two longest replies alone overlap for 10 steps or more unless they are run in turn.
+    shared = after["shared_decode_steps"] - before["shared_decode_steps"]
+    assert shared >= 10, f"only {shared} decode steps carried more than one of the concurrent requests"
 
 
 def test_batching_is_invisible(client: openai.OpenAI, server: Server) -> None:  # noqa: F811

@@ -87,6 +87,7 @@ class Scheduler:
         self.thread: threading.Thread | None = None
         self.steps = 0  # decode steps run, and the rows they carried (for the mean batch size in /health)
         self.rows_decoded = 0
+        self.shared_steps = 0  # decode steps that carried more than one request: batching at work
 
     # ---------------------------------------------------------------- called from other threads
 
@@ -126,6 +127,7 @@ class Scheduler:
             "kv_cache_bytes": self.cache.nbytes,
             "decode_steps": self.steps,
             "mean_batch": self.rows_decoded / self.steps if self.steps else 0.0,
+            "shared_decode_steps": self.shared_steps,
         }
 
     # ---------------------------------------------------------------- the scheduler thread
@@ -196,6 +198,7 @@ class Scheduler:
         rows = backend.to_host(logits.data[:, -1])  # (n, V)
         self.steps += 1
         self.rows_decoded += n
+        self.shared_steps += n > 1
         finished = [r for r in range(n) if self._take(self.active[r], rows[r])]
         for r in reversed(finished):  # highest first: the row moved into a freed one is never a finished one
             self._remove(r)
