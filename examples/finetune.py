@@ -29,6 +29,16 @@ import time
 from pathlib import Path
 
 import tinyllm as tl
+from tinyllm.backends import backend_name_from_environment
+from tinyllm.cli import (
+    ArgumentParser,
+    UsageError,
+    add_debug_flag,
+    check_out_dir,
+    default_model_path,
+    find_text,
+    run_main,
+)
 from tinyllm.finetune import (
     apply_lora,
     count_trainable,
@@ -40,11 +50,8 @@ from tinyllm.finetune import (
     save_lora,
 )
 from tinyllm.finetune.lora import DEFAULT_TARGETS
+from tinyllm.tokenizer.text_stream import TextStream
 from tinyllm.train import TrainConfig, TrainingDiverged
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import TextStream, default_model_path, load_model  # noqa: E402  (the sibling example)
-from train_shakespeare import find_text  # noqa: E402
 
 TRAIN_FLAGS = {  # name: (type, default, help)
     "batch_size": (int, 4, "sequences per micro-batch"),
@@ -64,7 +71,7 @@ TRAIN_FLAGS = {  # name: (type, default, help)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fine-tune a pretrained model with LoRA or fully, with tinyllm.",
+    parser = ArgumentParser(description="Fine-tune a pretrained model with LoRA or fully, with tinyllm.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n")[1])
     parser.add_argument("--model", type=Path, default=None,
@@ -89,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of the data held out for validation")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --out-dir/last (LoRA: its adapters; --full: the whole model)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run even though --out-dir holds one, replacing its checkpoints and log")
     parser.add_argument("--save-adapter", type=Path, default=None,
                         help="write the adapter here in PEFT's format (adapter_config.json, adapter_model.safetensors)")
     parser.add_argument("--save-merged", type=Path, default=None,
@@ -97,7 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                        "chat turn for chat data)")
     parser.add_argument("--sample-tokens", type=int, default=100, help="tokens to sample at the end (0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="array backend")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                        help="array backend (default: $TINYLLM_BACKEND, else numpy)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.full and args.quantize:
         parser.error("--full trains every weight, which needs float weights: drop --quantize (or use LoRA)")
@@ -123,17 +134,19 @@ def sample(model: tl.nn.Module, tokenizer, prompt: str, n_tokens: int, seed: int
     model.eval()
     for token in generate(model, ids, n_tokens, temperature=0.8, top_k=40, seed=seed, stop_ids=stop):
         if token not in stop:
-            print(stream(token), end="", flush=True)
+            print(stream.push(token)[0], end="", flush=True)
     print(stream.flush() + "\n---")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend:
-        tl.set_backend(args.backend)
+    check_out_dir(args.out_dir, resume=args.resume, overwrite=args.overwrite)  # before any slow work
+    tl.set_backend(backend_name_from_environment(args.backend))
     started = time.perf_counter()
     path = args.model if args.model is not None else default_model_path()
-    model, tokenizer = load_model(path, max_seq_len=None)
+    model, tokenizer = tl.load_pretrained(path)
+    if tokenizer is None:
+        raise UsageError(f"{path} holds no tokenizer (no tokenizer.json / no tokenizer.ggml.* metadata)")
     if args.block_size > model.config.max_seq_len:
         sys.exit(f"error: --block-size {args.block_size} is longer than the model's context {model.config.max_seq_len}")
     if args.quantize:
@@ -222,4 +235,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, sys.argv[1:]))

