@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .backends import get_backend
-from .fileio import atomic_write, fsync_directory, sha256_file
+from .fileio import atomic_open, atomic_write, sha256_file
 from .tokenizer import BPETokenizer, load_tokenizer
 from .tokenizer.stream import DEFAULT_CHUNK_CHARS as STREAM_CHUNK_CHARS
 from .tokenizer.stream import iter_id_blocks
@@ -225,23 +224,12 @@ def _take(f: TextIO, n_chars: int, chunk_chars: int) -> Iterator[str]:
 
 
 def _write_ids(path: Path, blocks: Iterable[list[int]], dtype: np.dtype) -> int:
-    """Write blocks of ids to ``path`` as raw ``dtype``, crash-safe as ``atomic_write``; return how many."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write blocks of ids to ``path`` as raw ``dtype``, crash-safe (``fileio.atomic_open``); return how many."""
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for block in blocks:
-                f.write(np.asarray(block, dtype=dtype).tobytes())
-                count += len(block)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_directory(path.parent)
+    with atomic_open(path) as f:
+        for block in blocks:
+            f.write(np.asarray(block, dtype=dtype).tobytes())
+            count += len(block)
     return count
 
 
