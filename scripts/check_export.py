@@ -38,14 +38,8 @@ from tinyllm.export import save_gguf, save_pretrained
 from tinyllm.pretrained import find_smollm2
 from tinyllm.sampling import generate
 
-VARIED_TEXT = (
-    "ROMEO: But soft, what light through yonder window breaks?\n\n"
-    "I'LL say it's 12345 times; you're right, he'd've known. 3.14159 + 2,718 = ?\r\n"
-    "  indented\tline with   spaces   \n\n\n"
-    "naïve café — Ünïcödé: 日本語のテキスト, Ελληνικά, русский; emoji 😀🚀 ok.\n"
-    "def f(x):\n    return x ** 2  # code!\n"
-    "<|endoftext|>THE END...   "
-)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VARIED_TEXT = (REPO_ROOT / "tests" / "fixtures" / "varied_text.txt").read_bytes().decode("utf-8")  # as the tests
 PROMPTS = {
     "shakespeare": ["ROMEO:", "First Citizen:\nBefore we proceed any further,", "KING RICHARD III:\nNow is the"],
     "smollm2": ["The capital of France is", "Once upon a time, there was a", "def fibonacci(n):"],

@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHAKESPEARE, to_numpy
+from conftest import FIXTURES, REPO_ROOT, SHAKESPEARE, to_numpy
 from gguf import GGUFReader
 
 import tinyllm as tl
@@ -29,14 +29,7 @@ from tinyllm.quant.checkpoint import save_quantized
 from tinyllm.tokenizer import BPETokenizer
 from tinyllm.tokenizer.pretrained import _field
 
-VARIED_TEXT = (
-    "ROMEO: But soft, what light through yonder window breaks?\n\n"
-    "I'LL say it's 12345 times; you're right, he'd've known. 3.14159 + 2,718 = ?\r\n"
-    "  indented\tline with   spaces   \n\n\n"
-    "naïve café — Ünïcödé: 日本語のテキスト, Ελληνικά, русский; emoji 😀🚀 ok.\n"
-    "def f(x):\n    return x ** 2  # code!\n"
-    "<|endoftext|>THE END...   "
-)
+VARIED_TEXT = (FIXTURES / "varied_text.txt").read_bytes().decode("utf-8")  # scripts, digits, \r\n, emoji, a special token
 
 
 @pytest.fixture(scope="module")

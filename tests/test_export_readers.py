@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHAKESPEARE, to_numpy
+from conftest import FIXTURES, SHAKESPEARE, to_numpy
 
 import tinyllm as tl
 from tinyllm.export import save_gguf, save_pretrained
@@ -23,14 +23,7 @@ from tinyllm.pretrained import find_smollm2
 from tinyllm.sampling import generate
 from tinyllm.tokenizer import BPETokenizer
 
-VARIED_TEXT = (
-    "ROMEO: But soft, what light through yonder window breaks?\n\n"
-    "I'LL say it's 12345 times; you're right, he'd've known. 3.14159 + 2,718 = ?\r\n"
-    "  indented\tline with   spaces   \n\n\n"
-    "naïve café — Ünïcödé: 日本語のテキスト, Ελληνικά, русский; emoji 😀🚀 ok.\n"
-    "def f(x):\n    return x ** 2  # code!\n"
-    "<|endoftext|>THE END...   "
-)
+VARIED_TEXT = (FIXTURES / "varied_text.txt").read_bytes().decode("utf-8")  # scripts, digits, \r\n, emoji, a special token
 PROMPTS = ["ROMEO:", "First Citizen:\nBefore we proceed", "KING RICHARD III:\nNow is the winter"]
 
 
