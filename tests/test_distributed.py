@@ -26,8 +26,6 @@ import tinyllm.distributed as dist
 from tinyllm.checkpoint import load_checkpoint
 from tinyllm.data import prepare_tokens, train_tokenizer_cached
 from tinyllm.distributed import communicator, process_group, sharding
-from tinyllm.models import ModelConfig, Transformer
-from tinyllm.train import TrainConfig, train
 
 STAND_IN = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 700
 # Dropout on: the masks, too, must not depend on the number of ranks. Untied embeddings: see test 1.
@@ -86,13 +84,19 @@ def two_ranks(prepared, tmp_path_factory) -> Path:
     return directory / "out"
 
 
-def one_process(prepared: dict, out_dir: Path, checkpoint=None, **model) -> Path:  # noqa: ANN001
-    """The single-process reference: the same global batch, grad_accum_steps 2. Returns its last checkpoint."""
-    data = prepare_tokens(prepared["text"], prepared["tokenizer"], prepared["cache"])
-    tl.set_backend("numpy", seed=0)
-    transformer = Transformer(ModelConfig(**(MODEL | model)))
-    train(transformer, data, TrainConfig(**(TRAIN | {"out_dir": out_dir, "grad_accum_steps": 2})), checkpoint=checkpoint)
-    return out_dir / "last"
+def one_process(prepared: dict, directory: Path, resume_from: Path | None = None, **model) -> Path:  # noqa: ANN003
+    """The single-process reference: the same global batch, grad_accum_steps 2. Returns its last checkpoint.
+
+    It runs as the ranks do, in a process of its own with one BLAS thread: a matrix product split over
+    another number of threads may round differently, and the comparisons below are bit for bit.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    run = {"name": "one", "model": model} | ({"resume_from": str(resume_from)} if resume_from else {})
+    job = write_job(directory, prepared, runs=[run], train=TRAIN | {"grad_accum_steps": 2})
+    result = subprocess.run([sys.executable, "tests/mpi_worker.py", str(job)], capture_output=True, text=True,
+                            timeout=120, env=plain_env(), cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return directory / "out" / "one" / "rank0" / "last"
 
 
 def largest_relative_difference(a: Path, b: Path) -> float:
@@ -127,7 +131,7 @@ def test_resuming_a_two_rank_run_on_one_process_gives_the_uninterrupted_run(two_
     checkpoint = load_checkpoint(two_ranks / "b" / "rank0" / "last")
     assert checkpoint.train_state["world_size"] == 2 and checkpoint.train_config["grad_accum_steps"] == 1
     assert dist.resumed_grad_accum_steps(1, 2) == 2  # one process takes both ranks' micro-batches
-    resumed = one_process(prepared, tmp_path / "resumed", checkpoint=checkpoint)
+    resumed = one_process(prepared, tmp_path / "resumed", resume_from=two_ranks / "b" / "rank0" / "last")
     assert largest_relative_difference(resumed, two_ranks / "a" / "rank0" / "last") == 0
 
 
