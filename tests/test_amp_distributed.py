@@ -7,22 +7,16 @@ all-reduce averages float32 masters' gradients, and the unscale + overflow check
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from test_distributed import (  # noqa: F401 (prepared is a fixture)
-    MODEL,
     TRAIN,
     largest_relative_difference,
+    one_process,
     prepared,
     run_mpiexec,
     write_job,
 )
 
-import tinyllm as tl
 from tinyllm.checkpoint import load_checkpoint
-from tinyllm.data import prepare_tokens
-from tinyllm.models import ModelConfig, Transformer
-from tinyllm.train import TrainConfig, train
 
 HALF = TRAIN | {"dtype": "float16"}
 
@@ -33,12 +27,8 @@ def test_two_float16_ranks_give_one_float16_process_with_twice_the_accumulation(
     assert result.returncode == 0, result.stdout + result.stderr
     two_ranks = tmp_path / "out" / "h" / "rank0" / "last"
 
-    data = prepare_tokens(prepared["text"], prepared["tokenizer"], prepared["cache"])
-    tl.set_backend("numpy", seed=0)
-    one = Transformer(ModelConfig(**MODEL))
-    train(one, data, TrainConfig(**(HALF | {"out_dir": str(tmp_path / "one"), "grad_accum_steps": 2})))
-    one_process = Path(tmp_path / "one" / "last")
+    one = one_process(prepared, tmp_path / "one", train=HALF)
 
     state = load_checkpoint(two_ranks).train_state
     assert state["world_size"] == 2 and state["grad_scaler"]["growth_tracker"] == HALF["max_steps"]
-    assert largest_relative_difference(two_ranks, one_process) == 0  # the mean over micro-batches is taken in float32
+    assert largest_relative_difference(two_ranks, one) == 0  # the mean over micro-batches is taken in float32

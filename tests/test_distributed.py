@@ -84,7 +84,8 @@ def two_ranks(prepared, tmp_path_factory) -> Path:
     return directory / "out"
 
 
-def one_process(prepared: dict, directory: Path, resume_from: Path | None = None, **model) -> Path:  # noqa: ANN003
+def one_process(prepared: dict, directory: Path, resume_from: Path | None = None, train: dict = TRAIN,
+                **model) -> Path:  # noqa: ANN003
     """The single-process reference: the same global batch, grad_accum_steps 2. Returns its last checkpoint.
 
     It runs as the ranks do, in a process of its own with one BLAS thread: a matrix product split over
@@ -92,7 +93,7 @@ def one_process(prepared: dict, directory: Path, resume_from: Path | None = None
     """
     directory.mkdir(parents=True, exist_ok=True)
     run = {"name": "one", "model": model} | ({"resume_from": str(resume_from)} if resume_from else {})
-    job = write_job(directory, prepared, runs=[run], train=TRAIN | {"grad_accum_steps": 2})
+    job = write_job(directory, prepared, runs=[run], train=train | {"grad_accum_steps": 2})
     result = subprocess.run([sys.executable, "tests/mpi_worker.py", str(job)], capture_output=True, text=True,
                             timeout=120, env=plain_env(), cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
