@@ -13,33 +13,18 @@ keep out.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
-import regex
 from conftest import SHAKESPEARE
 from hypothesis import given
 from hypothesis import strategies as st
+from test_tokenizer import reference_train
 
 from tinyllm.tokenizer import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, BPETokenizer
-from tinyllm.tokenizer.train import merge_word
 
 
 def reference_train_greatest(text: str, vocab_size: int, pattern: str, special_tokens: list[str]) -> list[tuple[int, int]]:
     """Most frequent pair first; on equal counts the greatest (bytes of left, bytes of right)."""
-    parts = regex.split("|".join(regex.escape(s) for s in special_tokens), text) if special_tokens else [text]
-    words = [list(chunk.encode("utf-8")) for part in parts for chunk in regex.findall(pattern, part)]
-    vocab = [bytes([i]) for i in range(256)]
-    merges = []
-    while len(vocab) < vocab_size - len(special_tokens):
-        counts = Counter(pair for word in words for pair in zip(word, word[1:]))
-        if not counts:
-            break
-        best = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))
-        merges.append(best)
-        vocab.append(vocab[best[0]] + vocab[best[1]])
-        words = [merge_word(word, best, len(vocab) - 1) for word in words]
-    return merges
+    return reference_train(text, vocab_size, pattern, special_tokens, tie_break="greatest")
 
 
 def test_wikipedia_example_under_both_rules() -> None:

@@ -24,11 +24,12 @@ CORPUS = (
 
 
 def reference_train(
-    text: str, vocab_size: int, pattern: str, special_tokens: list[str]
+    text: str, vocab_size: int, pattern: str, special_tokens: list[str], tie_break: str = "smallest"
 ) -> list[tuple[int, int]]:
     """The slow, obviously correct trainer: every chunk occurrence kept, all pairs recounted per merge.
 
-    Chooses the most frequent pair; on ties the smallest (bytes of left, bytes of right).
+    Chooses the most frequent pair; on ties the smallest (bytes of left, bytes of right), or with
+    ``tie_break="greatest"`` the greatest (the rule of GPT-2-style reference trainers).
     """
     parts = regex.split("|".join(regex.escape(s) for s in special_tokens), text) if special_tokens else [text]
     words = [list(chunk.encode("utf-8")) for part in parts for chunk in regex.findall(pattern, part)]
@@ -38,7 +39,10 @@ def reference_train(
         counts = Counter(pair for word in words for pair in zip(word, word[1:]))
         if not counts:
             break
-        best = min(counts, key=lambda p: (-counts[p], vocab[p[0]], vocab[p[1]]))
+        if tie_break == "greatest":
+            best = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))
+        else:
+            best = min(counts, key=lambda p: (-counts[p], vocab[p[0]], vocab[p[1]]))
         merges.append(best)
         vocab.append(vocab[best[0]] + vocab[best[1]])
         words = [merge_word(word, best, len(vocab) - 1) for word in words]
