@@ -423,3 +423,20 @@ def test_export_example_writes_and_refuses_to_overwrite(tokenizer, tmp_path) -> 
     assert "from_pretrained" in result.stdout and (tmp_path / "hf" / "tokenizer.json").exists()
     bad = run("--checkpoint", str(tmp_path / "ckpt"), "--format", "hf", "--dtype", "q4_0", "--out", str(tmp_path / "x"))
     assert bad.returncode != 0 and "not available for --format hf" in bad.stderr
+
+
+def test_a_lora_merged_model_exports_to_both_formats_with_its_adapted_logits(tokenizer, tmp_path) -> None:
+    from tinyllm.finetune import apply_lora, lora_parameters, merge_lora
+
+    model = make_model(tokenizer)
+    apply_lora(model, r=4, target_modules=("wq", "wv", "w_down"))
+    for p in lora_parameters(model):  # B starts at zero: make the adapter change the model
+        p.data[...] = np.random.default_rng(3).standard_normal(p.data.shape).astype(np.float32) * 0.05
+    ids = ids_of(tokenizer)
+    adapted = logits(model, ids)
+    merged = merge_lora(model)
+    for path in (save_gguf(merged, tokenizer, tmp_path / "merged.gguf", dtype="f32"),
+                 save_pretrained(merged, tokenizer, tmp_path / "merged-hf")):
+        loaded, _ = tl.load_pretrained(path)
+        np.testing.assert_array_equal(logits(loaded, ids), logits(merged, ids))  # the export is exact
+        np.testing.assert_allclose(logits(loaded, ids), adapted, rtol=1e-5, atol=1e-5)  # merging keeps the adapter
