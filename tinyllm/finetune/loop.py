@@ -10,9 +10,10 @@ rather than options of that one:
    ``tinyllm.checkpoint`` checkpoints;
 3. ``time_limit`` (seconds of training) stops the run early, evaluating and saving as at the end.
 
-One step, as in ``train``: lr from warmup + cosine; for each micro-batch forward, loss, backward;
-clip the global gradient norm; AdamW; zero the gradients. Every ``eval_interval`` steps the val
-loss (``tinyllm.train.evaluate``) and a checkpoint in ``out_dir/last`` (and ``best``).
+One step is ``tinyllm.train.train_step``, the step ``train`` runs: lr from warmup + cosine; for each
+micro-batch forward, loss, backward; clip the global gradient norm; AdamW; zero the gradients.
+Every ``eval_interval`` steps the val loss (``tinyllm.train.evaluate``) and a checkpoint in
+``out_dir/last`` (and ``best``).
 
     config = TrainConfig(batch_size=4, block_size=256, max_steps=200, lr=1e-3, out_dir="out/ft")
     apply_lora(model, r=8)
@@ -27,6 +28,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,8 @@ from ..backends import get_backend
 from ..fileio import atomic_write
 from ..logger import TrainingLogger
 from ..nn.module import Module
-from ..optim import AdamW, clip_grad_norm_, get_lr
-from ..train import TrainConfig, TrainingDiverged, evaluate
+from ..optim import AdamW, get_lr
+from ..train import TrainConfig, TrainingDiverged, evaluate, train_step
 from .lora import lora_layers
 from .peft import load_lora, save_lora
 
@@ -176,6 +178,13 @@ def finetune(
         bar.write(f"step {step}: val loss {metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.1f})"
                   + (" best so far, saved" if improved else ""))
 
+    def micro_batches() -> Iterator[tuple[Any, Any]]:  # drawn one at a time, as train_step asks for them
+        nonlocal tokens_seen
+        for _ in range(config.grad_accum_steps):
+            x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
+            tokens_seen += int(x.size)
+            yield x, y
+
     try:
         if resume is None:
             evaluate_and_save()
@@ -186,21 +195,12 @@ def finetune(
                 break
             begin = time.perf_counter()
             lr = get_lr(step, config.lr, config.warmup_steps, config.max_steps, config.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = 0.0
-            for _ in range(config.grad_accum_steps):
-                x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
-                _, loss = model(x, y)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"training loss {value} at step {step} (lr {lr:.2e}); lower the learning rate")
-                (loss * (1.0 / config.grad_accum_steps)).backward()
-                step_loss += value / config.grad_accum_steps
-                tokens_seen += int(x.size)
-            grad_norm = clip_grad_norm_(optimizer.parameters(), config.grad_clip or math.inf)
-            optimizer.step()
-            optimizer.zero_grad()
+            try:
+                step_loss, grad_norm = train_step(model, optimizer, micro_batches(), lr, config.grad_clip,
+                                                  config.grad_accum_steps)
+            except TrainingDiverged as error:
+                raise TrainingDiverged(f"{error} at step {step} (lr {lr:.2e}); lower the learning rate",
+                                       error.what, error.value) from None
             step += 1
             backend.synchronize()
             seconds = time.perf_counter() - begin
