@@ -60,20 +60,14 @@ def our_logits(model: Any, ids: list[int]) -> np.ndarray:
 def export_all(model: Any, tokenizer: Any, folder: Path, name: str) -> tuple[dict[str, Path], list[dict]]:
     """Every export of one model, with time and size."""
     paths, rows = {}, []
-    for dtype in GGUF_DTYPES:
-        path = folder / f"{name}-{dtype}.gguf"
+    exports = [("gguf", dtype, save_gguf, folder / f"{name}-{dtype}.gguf") for dtype in GGUF_DTYPES]
+    exports += [("hf", dtype, save_pretrained, folder / f"{name}-hf-{dtype}") for dtype in HF_DTYPES]
+    for kind, dtype, save, path in exports:
         start = time.perf_counter()
-        save_gguf(model, tokenizer, path, dtype=dtype)
-        rows.append({"format": "gguf", "dtype": dtype, "seconds": round(time.perf_counter() - start, 2),
+        save(model, tokenizer, path, dtype=dtype)
+        rows.append({"format": kind, "dtype": dtype, "seconds": round(time.perf_counter() - start, 2),
                      "MiB": round(size_of(path) / 2**20, 2)})
-        paths[f"gguf-{dtype}"] = path
-    for dtype in HF_DTYPES:
-        path = folder / f"{name}-hf-{dtype}"
-        start = time.perf_counter()
-        save_pretrained(model, tokenizer, path, dtype=dtype)
-        rows.append({"format": "hf", "dtype": dtype, "seconds": round(time.perf_counter() - start, 2),
-                     "MiB": round(size_of(path) / 2**20, 2)})
-        paths[f"hf-{dtype}"] = path
+        paths[f"{kind}-{dtype}"] = path
     return paths, rows
 
 
