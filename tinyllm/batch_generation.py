@@ -92,11 +92,9 @@ def generate_batch(
                     or len(rows[order[r]]) + len(outputs[order[r]]) >= max_seq_len
                 ]
                 for r in reversed(done):  # highest first, so the last active row is never one that finished
+                    cache.release_row(r, n)
                     n -= 1
-                    if r != n:
-                        cache.move_row(n, r)
-                        order[r], next_ids[r] = order[n], next_ids[n]
-                    cache.lengths[n] = 0
+                    order[r], next_ids[r] = order[n], next_ids[n]
                 if n == 0:
                     break
                 step = Tensor(backend.asarray(np.array(next_ids[:n], dtype=np.int64)[:, None]))  # (n, 1)

@@ -122,6 +122,16 @@ class KVCache:
         self.lengths[target] = n
         self.lengths[source] = 0
 
+    def release_row(self, row: int, n_active: int) -> None:
+        """Free ``row`` of the active rows 0 .. n_active-1, keeping them contiguous: the last one moves into it.
+
+        The caller moves its own per-row records the same way (record[row] = record[n_active - 1]).
+        """
+        last = n_active - 1
+        if row != last:
+            self.move_row(last, row)
+        self.lengths[last] = 0
+
     @property
     def nbytes(self) -> int:
         return sum(int(a.nbytes) for a in self.keys + self.values)

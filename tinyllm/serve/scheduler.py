@@ -155,11 +155,8 @@ class Scheduler:
 
     def _remove(self, r: int) -> None:
         """Free cache row r: the last active row moves into it, so rows 0 .. n-1 stay the active ones."""
-        last = len(self.active) - 1
-        if r != last:
-            self.cache.move_row(last, r)
-            self.active[r] = self.active[last]
-        self.cache.lengths[last] = 0
+        self.cache.release_row(r, len(self.active))
+        self.active[r] = self.active[-1]
         self.active.pop()
 
     def _drop_cancelled(self) -> None:
