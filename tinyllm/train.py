@@ -291,7 +291,7 @@ def train(
         state = checkpoint.training_state()  # CheckpointError if it holds no step to resume from
         step, metrics = state["step"], state.get("metrics", {})
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
-        batch_rng = _restore_batch_rng(state, config.seed)
+        batch_rng = restore_batch_rng(state, config.seed)
     dist.broadcast_parameters(model.parameters())  # several ranks: all start from rank 0's weights
     amp = None if config.dtype == "float32" else MixedPrecision(model, config.dtype)  # model: the float32 masters
     if amp is not None and checkpoint is not None and state.get("grad_scaler"):
@@ -404,7 +404,7 @@ def _train_state(
     }
 
 
-def _restore_batch_rng(state: dict[str, Any], seed: int) -> np.random.Generator:
+def restore_batch_rng(state: dict[str, Any], seed: int) -> np.random.Generator:
     """The batch generator as the checkpoint left it (a checkpoint from before it was saved: warn, reseed)."""
     batch_rng = np.random.default_rng(seed)
     if state.get("batch_rng_state") is None:

@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .. import distributed as dist
 from ..backends import get_backend
 from ..fileio import atomic_write
 from ..logger import TrainingLogger
 from ..nn.module import Module
 from ..optim import AdamW, get_lr
-from ..train import TrainConfig, TrainingDiverged, evaluate, train_step
+from ..train import TrainConfig, TrainingDiverged, evaluate, restore_batch_rng, train_step
 from .lora import lora_layers
 from .peft import load_lora, save_lora
 
@@ -141,11 +142,10 @@ def finetune(
         optimizer_state, state = resume
         optimizer.load_state_dict(optimizer_state)
         step, best = state["step"], state.get("best_val_loss") or math.inf
-        if state.get("rng_state") is not None:
-            backend.set_rng_state(state["rng_state"])
+        batch_rng = restore_batch_rng(state, config.seed)
     else:
         step, best = 0, math.inf
-        backend.seed(config.seed)
+        batch_rng = np.random.default_rng(config.seed)  # on the host, saved in checkpoints: draws the batches
     start_step = step
     logger = TrainingLogger(out_dir, resume_step=step if resume else None)
     bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not config.progress, dynamic_ncols=True)
@@ -162,12 +162,8 @@ def finetune(
             raise TrainingDiverged(f"val loss {metrics['val_loss']} at step {step}; lower the learning rate")
         improved = metrics["val_loss"] < best
         best = min(best, metrics["val_loss"])
-        try:
-            rng_state = backend.get_rng_state()
-        except NotImplementedError:  # some CuPy versions cannot export their generator
-            rng_state = None
-        state = {"step": step, "best_val_loss": best, "metrics": metrics, "rng_state": rng_state,
-                 "train_config": config.to_dict()}
+        state = {"step": step, "best_val_loss": best, "metrics": metrics,
+                 "batch_rng_state": batch_rng.bit_generator.state, "train_config": config.to_dict()}
         for name in ("last", "best") if improved else ("last",):
             if is_lora:
                 save_adapter_checkpoint(out_dir / name, model, optimizer, state)
@@ -178,10 +174,12 @@ def finetune(
         bar.write(f"step {step}: val loss {metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.1f})"
                   + (" best so far, saved" if improved else ""))
 
-    def micro_batches() -> Iterator[tuple[Any, Any]]:  # drawn one at a time, as train_step asks for them
+    def micro_batches() -> Iterator[tuple[Any, Any]]:
+        # As train() draws them: offsets from the host generator, dropout seeded by (seed, step, micro-batch),
+        # so a resumed run continues exactly on CuPy too (its generator cannot be saved).
         nonlocal tokens_seen
-        for _ in range(config.grad_accum_steps):
-            x, y = data.get_batch("train", config.batch_size, config.block_size)  # (B, T) each
+        for x, y in dist.local_micro_batches(data, config.batch_size, config.block_size, config.grad_accum_steps,
+                                             config.seed, step, rng=batch_rng):  # (B, T) each
             tokens_seen += int(x.size)
             yield x, y
 
