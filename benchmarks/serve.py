@@ -89,10 +89,13 @@ def run(url: str, n: int, max_tokens: int) -> dict[str, float]:
     firsts = [r["times"][0] for r in results]
     lasts = [r["times"][-1] for r in results]
     decoded = sum(len(r["times"]) - 1 for r in results)
+    start, end = max(firsts), min(lasts)  # the window in which all n streams are decoding
+    together = sum(sum(start < t <= end for t in r["times"]) for r in results)
     return {
         "ttft": statistics.mean(r["times"][0] - r["sent"] for r in results),
         "per_stream": statistics.mean((len(r["times"]) - 1) / (r["times"][-1] - r["times"][0]) for r in results),
         "aggregate": decoded / (max(lasts) - min(firsts)),
+        "together": together / (end - start) if end > start else float("nan"),
     }
 
 
@@ -114,14 +117,18 @@ def main() -> None:
                 for n in args.streams:
                     figures[n].append(run(url, n, args.max_tokens))
             base = statistics.median(f["aggregate"] for f in figures[args.streams[0]])
+            base_together = statistics.median(f["together"] for f in figures[args.streams[0]])
             print(f"\n{scheme}, {args.max_tokens} new tokens per stream, {args.threads} BLAS thread(s), "
                   f"medians of {args.rounds} rounds")
-            print(f"{'streams':>8} {'TTFT s':>8} {'per-stream tok/s':>17} {'aggregate tok/s':>16} {'vs first':>9}")
+            print(f"{'streams':>8} {'TTFT s':>8} {'per-stream tok/s':>17} {'aggregate tok/s':>16} {'vs first':>9} "
+                  f"{'all decoding tok/s':>19} {'vs first':>9}")
             for n in args.streams:
                 ttft = statistics.median(f["ttft"] for f in figures[n])
                 per = statistics.median(f["per_stream"] for f in figures[n])
                 agg = statistics.median(f["aggregate"] for f in figures[n])
-                print(f"{n:>8} {ttft:>8.2f} {per:>17.1f} {agg:>16.1f} {agg / base:>8.2f}x", flush=True)
+                together = statistics.median(f["together"] for f in figures[n])
+                print(f"{n:>8} {ttft:>8.2f} {per:>17.1f} {agg:>16.1f} {agg / base:>8.2f}x "
+                      f"{together:>19.1f} {together / base_together:>8.2f}x", flush=True)
         finally:
             process.terminate()
             process.wait(timeout=30)

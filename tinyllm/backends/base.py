@@ -13,6 +13,7 @@ What does *not* agree between the two lives here and only here:
   at every step from the run's seed and the step number (``tinyllm.train``).
 - moving arrays between the host (NumPy) and the device.
 - ``synchronize``: waiting for queued GPU work, needed for honest timings.
+- ``matmul``: ``a @ b``, where a BLAS library has a shape it handles badly (NumPy: a few rows).
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class Backend:
     def erf(self, x: Any) -> Any:
         """The error function, elementwise (NumPy itself has none)."""
         raise NotImplementedError
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b`` for a 2-D ``a`` (rows, k) and ``b`` (k, n); the Linear layers' product."""
+        return a @ b
 
     def set_tf32(self, enabled: bool) -> bool:
         """Let float32 matmuls use TF32 tensor cores (10-bit mantissa products, float32 sums) where the

@@ -17,6 +17,7 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+    pad_small_batches = True  # see ``matmul``; benchmarks/decode_batch.py turns it off to compare
 
     def get_rng_state(self) -> dict:
         return self.rng.bit_generator.state
@@ -32,6 +33,23 @@ class NumpyBackend(Backend):
 
     def erf(self, x: np.ndarray) -> np.ndarray:
         return _erf(x).astype(x.dtype, copy=False)
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a @ b``, with a few rows of ``a`` padded with zero rows up to a multiple of 4.
+
+        Decoding multiplies a handful of rows (one per sequence) by every weight. OpenBLAS's
+        single-precision kernels work on 4 rows at a time, and the rows left over cost as much as
+        a whole group or more: with one thread, a (576, 1536) weight read from memory took
+        174 / 412 / 543 / 373 us for 1 / 2 / 3 / 4 rows, and 7 rows cost more than 8
+        (``python benchmarks/decode_batch.py --products``). So 2, 3, 5, 6, 7, 9 ... 15 rows are
+        padded; one row (a matrix-vector product) and 16 or more are left as they are.
+        """
+        rows = a.shape[0]
+        if not self.pad_small_batches or a.ndim != 2 or rows < 2 or rows >= 16 or rows % 4 == 0:
+            return a @ b
+        padded = np.zeros((rows + (-rows) % 4, a.shape[1]), dtype=a.dtype)  # (rows rounded up to 4, k)
+        padded[:rows] = a
+        return (padded @ b)[:rows]
 
     def device_name(self) -> str:
         return "cpu"

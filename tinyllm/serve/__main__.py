@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model, tokenizer, model id) as the command line asks; exits with what to do when something is missing."""
     import tinyllm as tl
+    from tinyllm.nn.weight_layout import input_major_weights
     from tinyllm.pretrained import find_smollm2
 
     path = args.checkpoint if args.checkpoint is not None else args.model
@@ -69,6 +70,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
             sys.exit(f"error: --lora {args.lora}: {error}")
     if args.quantize:
         tl.quantize(model, args.quantize, include_embeddings=True)
+    input_major_weights(model)  # float weights laid out for small-batch CPU products (tinyllm/nn/weight_layout.py)
     name = args.model_name or (path.stem if path.is_file() else path.name)
     return model.eval(), tokenizer, name
 

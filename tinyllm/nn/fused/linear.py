@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...autograd.function import Function
+from ...backends import get_backend
 
 
 class LinearFunction(Function):
@@ -33,7 +34,7 @@ class LinearFunction(Function):
             )
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
-        y = x2 @ weight.T  # (N, out)
+        y = get_backend().matmul(x2, weight.T)  # (N, out): x2 @ weight.T, see NumpyBackend.matmul
         if bias is not None:
             y += bias
         self.has_bias = bias is not None
