@@ -9,7 +9,9 @@ alternate within a round):
   another, so the mean TTFT grows with N);
 - per-stream decode tokens/s: (tokens - 1) / (last chunk - first chunk) of each stream, averaged;
 - aggregate decode tokens/s: all streams' tokens after their first / (last chunk of any stream - first chunk of
-  any stream). Conservative: the window includes the later streams' prefills.
+  any stream). Conservative: the window includes the later streams' prefills;
+- all-decoding tokens/s: the same, counted only in the window in which all N streams are decoding (from the last
+  stream's first chunk to the first stream's last chunk).
 
 Continuous batching pays when aggregate tokens/s with 4 streams is well above one stream's (target >= 2.5x):
 decoding is bound by reading the weights, which one batched step does once for every stream.

@@ -34,6 +34,7 @@ from typing import Any
 import tinyllm as tl
 from tinyllm.backends import backend_name_from_environment
 from tinyllm.cli import ArgumentParser, UsageError, add_debug_flag, default_model_path, run_main
+from tinyllm.nn.weight_layout import input_major_weights
 from tinyllm.pretrained import load_pretrained
 from tinyllm.sampling import generate
 from tinyllm.tokenizer.text_stream import TextStream
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
             load_lora(model, args.lora)
         except (OSError, ValueError) as error:
             sys.exit(f"error: --lora {args.lora}: {error}")
+    input_major_weights(model)  # the same matrices, laid out for fast CPU decoding (tinyllm/nn/weight_layout.py)
     print(f"[loaded {path} in {time.perf_counter() - start:.1f} s: {count_parameters(model.config):,} parameters in "
           f"{tl.quant.weight_bytes(model) / 2**20:,.1f} MiB{' (' + args.quantize + ')' if args.quantize else ''}, "
           f"backend {tl.get_backend().name}]", file=sys.stderr)

@@ -37,10 +37,11 @@ class NumpyBackend(Backend):
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a @ b``, with a few rows of ``a`` padded with zero rows up to a multiple of 4.
 
-        Decoding multiplies a handful of rows (one per sequence) by every weight. OpenBLAS's
-        single-precision kernels work on 4 rows at a time, and the rows left over cost as much as
-        a whole group or more: with one thread, a (576, 1536) weight read from memory took
-        174 / 412 / 543 / 373 us for 1 / 2 / 3 / 4 rows, and 7 rows cost more than 8
+        Decoding multiplies a handful of rows (one per sequence) by every weight. With the OpenBLAS
+        that NumPy ships, rows beyond a multiple of 4 cost as much as a whole group of 4 or more
+        (its single-precision kernels appear to work on 4 rows at a time): with one thread, an
+        input-major (1536, 576) weight read from memory took 162 / 372 / 501 / 313 us for
+        1 / 2 / 3 / 4 rows, and 2 or 3 rows padded to 4 took 320 / 317 us
         (``python benchmarks/decode_batch.py --products``). So 2, 3, 5, 6, 7, 9 ... 15 rows are
         padded; one row (a matrix-vector product) and 16 or more are left as they are.
         """

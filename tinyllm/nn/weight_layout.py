@@ -11,10 +11,11 @@ per active sequence), and what a step costs is reading every weight once from ma
 
 Storing W input-major (NumPy's Fortran order: shape still (out, in), but element (o, i) sits at
 ``i * out + o``) makes ``W.T`` a contiguous row-major (in, out) array, so ``x @ W.T`` is a plain
-"no transpose" product. Measured on one core of this project's 2-core CI machine (OpenBLAS,
-SmolLM2-135M, every layer's weights read from memory once per step): all Linear products of one
-decode step take 28 ms instead of 40 ms for one sequence and 51 ms instead of 75 ms for four
-(``python benchmarks/serve.py --model-only``).
+"no transpose" product. Measured on one core of this project's 2-core machine (OpenBLAS,
+``python benchmarks/decode_batch.py``): x (n, 576) times a (1536, 576) weight read from memory took
+261 / 461 us for 1 / 4 rows stored (out, in) row-major and 162 / 313 us stored input-major; a whole
+SmolLM2-135M decode step, 50 / 97 ms for 1 / 4 sequences as loaded and 44 / 72 ms with this layout
+and ``NumpyBackend.matmul``'s padding of 2 or 3 rows to 4.
 
 Nothing but speed changes: shapes, values, ``state_dict`` and every formula are the same, and
 training works on such weights too. The tied output projection (``logits = x E^T`` with the
