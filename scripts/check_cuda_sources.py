@@ -33,6 +33,7 @@ def check(name: str, source: str) -> None:
 import tinyllm.backends.cuda_kernels as k  # noqa: E402
 
 check("_causal_softmax (RawKernel)", k._SOFTMAX_SOURCE)
+check("_adamw_multi (RawKernel)", k._ADAMW_MULTI_SOURCE)
 
 # Each ElementwiseKernel / ReductionKernel expression, wrapped in a kernel of our own with the same
 # parameter names and C types (as CuPy declares them), and compiled: catches C errors without a GPU.

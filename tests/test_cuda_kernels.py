@@ -146,6 +146,30 @@ def test_adamw_kernel_agrees_over_several_steps(cupy_backend):
             assert rel_error(a[key], b[key]) < TOLERANCE, key
 
 
+def test_the_multi_tensor_adamw_kernel_agrees_for_many_sizes_groups_and_steps(cupy_backend):
+    rng = np.random.default_rng(8)
+    shapes = [(1,), (3,), (255,), (256,), (257,), (17, 33), (2, 3, 5), (64, 1000)]
+    start = [f32(rng, *shape) for shape in shapes]
+    finals = []
+    kernels = cupy_backend.kernels
+    for use in (kernels, None):
+        cupy_backend.kernels = use
+        try:
+            params = [tl.nn.Parameter(tl.tensor(p.copy())) for p in start]
+            optimizer = AdamW([{"params": params[::2], "weight_decay": 0.1, "betas": (0.8, 0.99)},
+                               {"params": params[1::2], "weight_decay": 0.0}], lr=1e-2, eps=1e-6)
+            for step in range(4):
+                for i, p in enumerate(params):  # some parameters skip steps: their t (bias correction) differs
+                    p.grad = tl.get_backend().asarray(f32(np.random.default_rng(step * 100 + i), *p.shape)) \
+                        if (i + step) % 3 else None
+                optimizer.step()
+            finals.append(params)
+        finally:
+            cupy_backend.kernels = kernels
+    for a, b in zip(*finals):
+        assert rel_error(a, b) < TOLERANCE
+
+
 def test_a_training_step_with_and_without_kernels_agrees(cupy_backend):
     from tinyllm.models import ModelConfig, Transformer
     from tinyllm.train import TrainConfig, configure_optimizer

@@ -92,6 +92,13 @@ class NumpyKernels:
         m[...] = f(beta1) * m + (1 - f(beta1)) * g
         p[...] = p * f(decay) - f(step_size) * m / (np.sqrt(v) / f(sqrt_bias2) + f(eps))
 
+    def adamw_update_many(self, updates):
+        self.calls.append("adamw_update_many")
+        self.updated = [u[0] for u in updates]
+        for u in updates:
+            self.adamw_update(*u)
+            self.calls.pop()  # counted once per call of adamw_update_many
+
 
 @pytest.fixture
 def kernels():
@@ -191,7 +198,28 @@ def test_adamw_goes_through_the_kernel(kernels):
         assert rel_error(a, b) < 1e-6
     for a, b in zip(finals[0][1], finals[1][1]):
         assert rel_error(a["exp_avg_sq"], b["exp_avg_sq"]) < 1e-6 and rel_error(a["exp_avg"], b["exp_avg"]) < 1e-6
-    assert kernels.calls.count("adamw_update") == 6
+    assert kernels.calls == ["adamw_update_many"] * 3  # one launch per step for both parameters
+
+
+def test_adamw_hands_the_kernel_only_parameters_with_gradients_and_keeps_their_steps(kernels):
+    rng = np.random.default_rng(7)
+    start = [f32(rng, 5, 3), f32(rng, 3), f32(rng, 2, 2)]
+    finals = []
+    for use in (kernels, None):
+        tl.get_backend().kernels = use
+        params = [tl.nn.Parameter(tl.tensor(p.copy())) for p in start]
+        optimizer = AdamW(params, lr=1e-2, weight_decay=0.1)
+        for step in range(4):
+            for i, p in enumerate(params):  # the last one gets a gradient every other step, the first always
+                p.grad = f32(np.random.default_rng(step * 10 + i), *p.shape) if i != 2 or step % 2 else None
+            optimizer.step()
+            if use is kernels:
+                assert [id(a) for a in kernels.updated] == [id(p.data) for p in params if p.grad is not None]
+        finals.append(params)
+        assert optimizer.param_steps == [4, 4, 2]
+    tl.get_backend().kernels = kernels
+    for a, b in zip(*finals):
+        assert rel_error(a, b) < 1e-6
 
 
 def test_float64_never_goes_to_the_float32_kernels(kernels):

@@ -256,3 +256,58 @@ def adamw_update(
     """In place on p, m, v (float32, same shape as g): one AdamW step for one parameter."""
     f = np.float32
     _adamw(g, f(decay), f(beta1), f(beta2), f(eps), f(step_size), f(sqrt_bias2), p, m, v)
+
+
+# The same update for every parameter of a step in ONE launch ("multi-tensor", as PyTorch's fused AdamW): a
+# model has dozens of parameters, and one launch each costs more than the arithmetic of the small ones.
+# Device tables say where parameter k's p, g, m, v start (pointers) and where its elements begin in one
+# running count over all parameters (offsets, n + 1 of them); each thread takes elements i of that count,
+# finds k by binary search (offsets[k] <= i < offsets[k + 1]) and updates element i - offsets[k] of k.
+# hyper holds each parameter's (decay, step_size, sqrt_bias2, beta1, beta2, eps): parameters of different
+# groups, or with different step counts, differ there.
+_ADAMW_MULTI_SOURCE = r"""
+extern "C" __global__ void tinyllm_adamw_multi(
+    float* const* p, const float* const* g, float* const* m, float* const* v,
+    const long long* offsets, const float* hyper, const int n_tensors)
+{
+    const long long total = offsets[n_tensors];
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        int lo = 0, hi = n_tensors;  // offsets[lo] <= i < offsets[hi]
+        while (hi - lo > 1) {
+            const int mid = (lo + hi) / 2;
+            if (offsets[mid] <= i) lo = mid; else hi = mid;
+        }
+        const long long j = i - offsets[lo];
+        const float* h = hyper + 6 * lo;  // decay, step_size, sqrt_bias2, beta1, beta2, eps
+        const float gj = g[lo][j];
+        const float vj = h[4] * v[lo][j] + (1.0f - h[4]) * gj * gj;
+        const float mj = h[3] * m[lo][j] + (1.0f - h[3]) * gj;
+        v[lo][j] = vj;
+        m[lo][j] = mj;
+        p[lo][j] = p[lo][j] * h[0] - h[1] * mj / (sqrtf(vj) / h[2] + h[5]);
+    }
+}
+"""
+_adamw_multi = cupy.RawKernel(_ADAMW_MULTI_SOURCE, "tinyllm_adamw_multi")
+
+
+def adamw_update_many(updates: list[tuple[Any, ...]]) -> None:
+    """Every (p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2) of ``updates`` as ``adamw_update``
+    does it, in place, in one launch for the C-contiguous ones (the rest, rare, one launch each)."""
+    flat = [u for u in updates if all(a.flags.c_contiguous for a in u[:4])]
+    for u in updates:
+        if not all(a.flags.c_contiguous for a in u[:4]):
+            adamw_update(*u)
+    if not flat:
+        return
+    n = len(flat)
+    pointers = np.array([[u[k].data.ptr for u in flat] for k in range(4)], dtype=np.uint64)  # (4, n): p, g, m, v
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([u[0].size for u in flat])
+    hyper = np.array([(u[4], u[8], u[9], u[5], u[6], u[7]) for u in flat], dtype=np.float32)  # (n, 6)
+    # Host-to-device copies of a few hundred bytes, queued on the stream (no wait for the GPU).
+    table, offsets_d, hyper_d = cupy.asarray(pointers), cupy.asarray(offsets), cupy.asarray(hyper)
+    threads = 256
+    blocks = int(min((offsets[-1] + threads - 1) // threads, 65535))
+    _adamw_multi((blocks,), (threads,), (table[0], table[1], table[2], table[3], offsets_d, hyper_d, np.int32(n)))

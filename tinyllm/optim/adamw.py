@@ -73,6 +73,8 @@ class AdamW(Optimizer):
     def step(self) -> None:
         self.step_count += 1  # calls of step(), for the record; the bias correction uses param_steps
         xp = get_backend().xp
+        kernels = get_backend().kernels  # on CuPy: every parameter's update below in one CUDA launch
+        fused = []  # the (p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2) handed to the kernel
         index = 0
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
@@ -91,9 +93,8 @@ class AdamW(Optimizer):
                 bias1 = 1 - beta1**t  # how much m is shrunk by having started at 0
                 bias2 = 1 - beta2**t  # the same for v
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                kernels = get_backend().kernels  # on CuPy: the lines below in one CUDA launch
                 if kernels is not None and kernels.usable(p.data, g):
-                    kernels.adamw_update(p.data, g, m, v, 1 - lr * wd, beta1, beta2, eps, lr / bias1, math.sqrt(bias2))
+                    fused.append((p.data, g, m, v, 1 - lr * wd, beta1, beta2, eps, lr / bias1, math.sqrt(bias2)))
                     continue
                 if wd:
                     p.data *= 1 - lr * wd  # decoupled decay, before the Adam update (as PyTorch)
@@ -111,6 +112,8 @@ class AdamW(Optimizer):
                 xp.divide(m, scratch, out=scratch)  #       scratch = m / (sqrt(v_hat) + eps)
                 scratch *= lr / bias1  #                    scratch = lr * m_hat / (sqrt(v_hat) + eps), the update
                 p.data -= scratch  #                        p = p - update
+        if fused:
+            kernels.adamw_update_many(fused)
 
     # -- checkpoints: the per-parameter steps travel inside "state", as PyTorch's do -------------------
     def state_dict(self) -> dict[str, Any]:
