@@ -125,3 +125,30 @@ def test_plain_text_for_continued_pretraining(tmp_path):
     assert len(data.train) + len(data.val) == 43 * 20 and data.chars_per_token == 1.0
     x, y = data.get_batch("train", 3, 16)
     assert x.shape == (3, 16) and (x[:, 1:] == y[:, :-1]).all()
+
+
+def test_evaluate_scores_accuracy_only_on_learned_targets():
+    from conftest import to_numpy
+
+    from tinyllm.train import evaluate
+
+    model = Transformer(ModelConfig(vocab_size=20, dim=16, n_layers=1, n_heads=2, max_seq_len=8))
+    x = np.array([[3, 4, 5, 6, 0, 0], [7, 8, 9, 1, 2, 3]])
+    with tl.no_grad():
+        predicted = to_numpy(model(tl.get_backend().asarray(x))[0].data).argmax(axis=-1)  # (2, 6)
+    y = predicted.copy()
+    y[0, :2] = IGNORE_INDEX  # the prompt: not learned
+    y[0, 4:] = IGNORE_INDEX  # padding
+    y[1, 0] = IGNORE_INDEX
+    y[1, 5] = (predicted[1, 5] + 1) % 20  # one learned target the model gets wrong
+    learned = (y != IGNORE_INDEX).sum()  # 2 + 5 = 7, of which 6 right
+
+    class Fixed:
+        chars_per_token = 1.0
+
+        def get_batch(self, split, batch_size, block_size=None, rng=None):
+            backend = tl.get_backend()
+            return backend.asarray(x), backend.asarray(y)
+
+    scores = evaluate(model, Fixed(), batch_size=2, block_size=6, iters=2)
+    assert learned == 7 and scores["accuracy"] == pytest.approx(6 / 7)  # padding counted as wrong would give 6 / 12

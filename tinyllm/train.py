@@ -225,7 +225,9 @@ def evaluate(
     - perplexity = exp(loss): the model is as unsure as a uniform choice among this many tokens;
     - bpc = loss / (ln 2 * characters per token): comparable across tokenizers (a character-level
       model's loss in bits is already per character);
-    - accuracy: how often the most likely next token is the right one.
+    - accuracy: how often the most likely next token is the right one, over the scored targets
+      (targets equal to the cross-entropy's ``ignore_index``, -100 — a chat's padding and prompt
+      tokens — count neither as right nor as wrong).
 
     The batches come from a generator seeded with ``seed`` afresh on every call, so every
     evaluation scores the same batches (two evaluations differ only because the model did), and
@@ -244,8 +246,9 @@ def evaluate(
                 continue
             logits, loss = model(x, y)  # (B, T, vocab_size)
             total_loss += loss.item()
-            correct += int((xp.argmax(logits.data, axis=-1) == y).sum())
-            count += y.size
+            scored = y != -100  # (B, T): the targets the loss counts (cross_entropy's ignore_index)
+            correct += int(((xp.argmax(logits.data, axis=-1) == y) & scored).sum())
+            count += int(scored.sum())
     total_loss, correct, count = dist.all_reduce_sum([total_loss, correct, count])  # sums over all ranks
     model.train(was_training)
     loss = total_loss / iters
@@ -253,7 +256,7 @@ def evaluate(
         "loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else math.inf,
         "bpc": loss / (math.log(2) * data.chars_per_token),
-        "accuracy": correct / count,
+        "accuracy": correct / count if count else math.nan,
     }
 
 
