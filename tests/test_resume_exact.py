@@ -9,6 +9,8 @@ same test runs on the GPU for real.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -105,3 +107,16 @@ def test_an_old_checkpoint_without_the_batch_generator_resumes_with_a_warning(da
     with pytest.warns(UserWarning, match="not bit-identically"):
         result = train(model(seed=0), data, config(tmp_path), checkpoint=checkpoint)
     assert result["step"] == 9
+
+
+def test_resuming_with_another_global_batch_warns_with_both_sizes(data, tmp_path):
+    train(model(seed=0), data, config(tmp_path), stop_at_step=4)
+    saved = config(tmp_path)
+    checkpoint = load_checkpoint(tmp_path / "last")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the same settings: no warning at all
+        train(model(seed=0), data, config(tmp_path), checkpoint=checkpoint, stop_at_step=5)
+    changed = dataclasses.replace(config(tmp_path), grad_accum_steps=saved.grad_accum_steps + 1)
+    before = saved.batch_size * saved.grad_accum_steps
+    with pytest.warns(UserWarning, match=f"global batch of {before + saved.batch_size} .* had {before} "):
+        train(model(seed=0), data, changed, checkpoint=load_checkpoint(tmp_path / "last"))

@@ -295,6 +295,7 @@ def train(
         step, metrics = state["step"], state.get("metrics", {})
         best_val_loss = math.inf if state.get("best_val_loss") is None else state["best_val_loss"]
         batch_rng = restore_batch_rng(state, config.seed)
+        _warn_if_the_global_batch_changed(checkpoint, state, config)
     dist.broadcast_parameters(model.parameters())  # several ranks: all start from rank 0's weights
     amp = None if config.dtype == "float32" else MixedPrecision(model, config.dtype)  # model: the float32 masters
     if amp is not None and checkpoint is not None and state.get("grad_scaler"):
@@ -405,6 +406,26 @@ def _train_state(
         "world_size": dist.world_size(),  # ranks that shared each global batch (grad_accum_steps is per rank)
         "grad_scaler": amp.scaler.state_dict() if amp is not None else None,  # mixed precision's loss scale
     }
+
+
+def _warn_if_the_global_batch_changed(checkpoint: Checkpoint, state: dict[str, Any], config: TrainConfig) -> None:
+    """Resuming with another global batch (sequences per optimizer step over all ranks) is allowed but
+    is no longer the saved run: say so, with both sizes and how to keep the saved one."""
+    saved = checkpoint.train_config
+    if not isinstance(saved.get("batch_size"), int):
+        return  # a checkpoint saved without its training settings: nothing to compare
+    saved_ranks = state.get("world_size", 1)
+    before = saved["batch_size"] * saved.get("grad_accum_steps", 1) * saved_ranks
+    now = config.batch_size * config.grad_accum_steps * dist.world_size()
+    if before != now:
+        warnings.warn(
+            f"resuming with a global batch of {now} sequences per step (batch_size {config.batch_size} x "
+            f"grad_accum_steps {config.grad_accum_steps} x {dist.world_size()} rank(s)) where the checkpoint's run had "
+            f"{before} (batch_size {saved['batch_size']} x grad_accum_steps {saved.get('grad_accum_steps', 1)} x "
+            f"{saved_ranks} rank(s)): training continues, but no longer as the saved run would have. To keep the "
+            f"run as it was, resume with batch_size x grad_accum_steps x ranks = {before}",
+            stacklevel=3,
+        )
 
 
 def restore_batch_rng(state: dict[str, Any], seed: int) -> np.random.Generator:
