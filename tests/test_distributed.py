@@ -366,3 +366,21 @@ def test_a_launcher_of_another_mpi_than_mpi4py_is_a_clear_error():
     assert result.returncode != 0
     assert "the launcher started 2 processes, but MPI in this process sees a world of 1" in result.stderr
     assert "mpi4py is linked to a different MPI" in result.stderr
+
+
+def test_a_user_error_caught_on_one_rank_ends_the_job_instead_of_hanging_it():
+    """Rank 1 reports a user error as the examples do (one line, an exit status) while rank 0 waits for it
+    in a barrier: the job must end with the message, not wait forever."""
+    program = (
+        "import tinyllm.distributed as dist\n"
+        "from tinyllm.cli import UsageError, run_main\n"
+        "def main(argv):\n"
+        "    if dist.rank() == 1:\n"
+        "        raise UsageError('--max-steps must be positive')\n"
+        "    dist.barrier()\n"
+        "raise SystemExit(run_main(main, []))\n"
+    )
+    result = run_mpiexec(["-c", program], timeout=60)  # before the fix: TimeoutExpired
+    assert result.returncode != 0
+    assert "error: --max-steps must be positive" in result.stderr
+    assert "[rank 1 of 2] the error above ends every rank of this job" in result.stderr

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .backends import BackendUnavailableError
+from .distributed.process_group import abort_if_distributed
 from .pretrained import find_smollm2
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -83,7 +84,9 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: Sequence[str]
             traceback.print_exc()
         else:
             print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2 if isinstance(error, UsageError) else 1
+        code = 2 if isinstance(error, UsageError) else 1
+        abort_if_distributed("the error above ends every rank of this job", code)  # the others may wait for this one
+        return code
 
 
 def one_line(error: BaseException) -> str:

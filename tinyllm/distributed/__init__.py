@@ -28,6 +28,7 @@ from .communicator import DistributedError
 from .launcher import Launch, detect_launch, local_rank
 from .process_group import (
     abort,
+    abort_if_distributed,
     abort_on_error,
     all_reduce_mean,
     all_reduce_sum,
@@ -45,6 +46,7 @@ __all__ = [
     "DistributedError",
     "Launch",
     "abort",
+    "abort_if_distributed",
     "abort_on_error",
     "all_reduce_gradients",
     "all_reduce_mean",

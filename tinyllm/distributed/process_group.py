@@ -135,6 +135,16 @@ def abort_on_error(error: BaseException) -> None:
     abort(f"failed, stopping all {_communicator.world_size} ranks:\n{details.rstrip()}")
 
 
+def abort_if_distributed(message: str, code: int = 1) -> None:
+    """In a job of several ranks, print ``message`` and end every rank with ``code``; in a plain run, do nothing.
+
+    For an error this rank caught and reported itself (the examples turn a user error into one line and an
+    exit status): returning would leave the other ranks waiting for this one in a collective forever.
+    """
+    if _communicator is not None and _communicator.world_size > 1:
+        abort(message, code)
+
+
 def _abort_on_uncaught_exception(kind: type[BaseException], error: BaseException, tb: object) -> None:
     abort_on_error(error)
 
@@ -142,6 +152,7 @@ def _abort_on_uncaught_exception(kind: type[BaseException], error: BaseException
 __all__ = [
     "DistributedError",
     "abort",
+    "abort_if_distributed",
     "abort_on_error",
     "all_reduce_mean",
     "all_reduce_sum",
