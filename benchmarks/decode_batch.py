@@ -16,6 +16,7 @@ torch is installed.
 
     python benchmarks/decode_batch.py
     python benchmarks/decode_batch.py --products
+    python benchmarks/decode_batch.py --products --cached     # the weight stays in cache: the arithmetic alone
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="A B rounds; each times --steps steps per row count")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--products", action="store_true", help="time one weight shape instead of the model")
+    parser.add_argument("--cached", action="store_true",
+                        help="with --products: one copy of the weight, so it stays in the CPU's cache")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (1 is steadiest on a shared machine)")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -110,7 +113,8 @@ def products(args: argparse.Namespace) -> None:
 
     rng = np.random.default_rng(0)
     copies, k, n_out = 60, 576, 1536
-    row_major = [rng.standard_normal((n_out, k), dtype=np.float32) for _ in range(copies)]  # (out, in)
+    row_major = [rng.standard_normal((n_out, k), dtype=np.float32) for _ in range(1 if args.cached else copies)]
+    row_major = row_major * (copies // len(row_major))  # (out, in) each; --cached: the same one 60 times
     input_major = [np.asfortranarray(w) for w in row_major]
     backend = NumpyBackend()
     settings = {
@@ -135,7 +139,8 @@ def products(args: argparse.Namespace) -> None:
                 for i in range(copies):
                     product(x, i)
                 times[name][n].append((time.perf_counter() - start) / copies * 1e6)
-    report(f"x (rows, {k}) times a ({n_out}, {k}) weight from memory ({args.threads} thread(s))", "us", args.rows, times)
+    where = "in cache" if args.cached else "from memory"
+    report(f"x (rows, {k}) times a ({n_out}, {k}) weight {where} ({args.threads} thread(s))", "us", args.rows, times)
 
 
 if __name__ == "__main__":
