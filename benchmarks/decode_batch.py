@@ -15,6 +15,7 @@ with each one's cost relative to its own one-row step. --products: the same for 
 torch is installed.
 
     python benchmarks/decode_batch.py
+    python benchmarks/decode_batch.py --shape 384,6,6,1024        # the gpu preset's shape, random weights
     python benchmarks/decode_batch.py --products
     python benchmarks/decode_batch.py --products --cached     # the weight stays in cache: the arithmetic alone
 """
@@ -31,6 +32,8 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="a GGUF file or Hugging Face directory (default: SmolLM2)")
+    parser.add_argument("--shape", default=None, metavar="DIM,LAYERS,HEADS,VOCAB",
+                        help="a model of this shape with random weights instead (e.g. 128,4,4,512: the cpu preset)")
     parser.add_argument("--rows", nargs="+", type=int, default=[1, 2, 3, 4, 8])
     parser.add_argument("--repeats", type=int, default=3, help="A B rounds; each times --steps steps per row count")
     parser.add_argument("--steps", type=int, default=10)
@@ -68,8 +71,17 @@ def model_steps(args: argparse.Namespace) -> None:
     from tinyllm.nn.weight_layout import input_major_weights
 
     backend = tl.set_backend("numpy", seed=0)
-    path = args.model or default_model_path()
-    model, _ = tl.load_pretrained(path, max_seq_len=512)
+    if args.shape:  # random weights of that shape: how the layout does for models of other sizes
+        dim, n_layers, n_heads, vocab_size = (int(v) for v in args.shape.split(","))
+        from tinyllm.models import ModelConfig, Transformer
+
+        model = Transformer(ModelConfig(vocab_size=vocab_size, dim=dim, n_layers=n_layers, n_heads=n_heads,
+                                        max_seq_len=512))
+        name = f"random weights, dim {dim}, {n_layers} layers, vocabulary {vocab_size}"
+    else:
+        path = args.model or default_model_path()
+        model, _ = tl.load_pretrained(path, max_seq_len=512)
+        name = Path(path).name
     model.eval()
     plain = {name: p.data.copy() for name, p in model.named_parameters()}
     input_major_weights(model)
@@ -103,7 +115,7 @@ def model_steps(args: argparse.Namespace) -> None:
                 use(setting)
                 for n in args.rows:
                     times[setting][n].append(step_ms(n))
-    report(f"{Path(path).name}: one decode step (model only, {args.threads} BLAS thread(s))", "ms", args.rows, times)
+    report(f"{name}: one decode step (model only, {args.threads} BLAS thread(s))", "ms", args.rows, times)
 
 
 def products(args: argparse.Namespace) -> None:
