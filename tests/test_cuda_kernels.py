@@ -119,26 +119,38 @@ def test_attention_kernel_gives_masked_keys_exactly_zero_probability(cupy_backen
         np.testing.assert_allclose(probs[:, i].sum(axis=-1), 1.0, rtol=1e-6)
 
 
-def test_adamw_kernel_agrees_over_several_steps(cupy_backend):
-    rng = np.random.default_rng(6)
-    start = [f32(rng, 384, 1024), f32(rng, 384)]
-    grads = [[f32(rng, *p.shape) for p in start] for _ in range(3)]
+def adamw_with_and_without_kernels(cupy_backend, start, groups, grads_at):
+    """Run AdamW from the arrays ``start`` with the kernels, then without: ((params, state), (params, state)).
+
+    ``groups(params)`` gives the optimizer's parameter groups; ``grads_at(step, i, shape)`` the gradient of
+    parameter i at a step (a host array, or None: the parameter skips that step)."""
     finals = []
     kernels = cupy_backend.kernels
     for use in (kernels, None):
         cupy_backend.kernels = use
         try:
             params = [tl.nn.Parameter(tl.tensor(p.copy())) for p in start]
-            optimizer = AdamW([{"params": [params[0]], "weight_decay": 0.1}, {"params": [params[1]], "weight_decay": 0.0}],
-                              lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
-            for step_grads in grads:
-                for p, g in zip(params, step_grads):
-                    p.grad = tl.get_backend().asarray(g)
+            optimizer = AdamW(groups(params), lr=1e-2, eps=1e-8)
+            for step in range(4):
+                for i, p in enumerate(params):
+                    g = grads_at(step, i, p.shape)
+                    p.grad = None if g is None else tl.get_backend().asarray(g)
                 optimizer.step()
             finals.append((params, optimizer.state))
         finally:
             cupy_backend.kernels = kernels
-    (fused, fused_state), (plain, plain_state) = finals
+    return finals
+
+
+def test_adamw_kernel_agrees_over_several_steps(cupy_backend):
+    rng = np.random.default_rng(6)
+    start = [f32(rng, 384, 1024), f32(rng, 384)]
+    grads = [[f32(rng, *p.shape) for p in start] for _ in range(4)]
+    (fused, fused_state), (plain, plain_state) = adamw_with_and_without_kernels(
+        cupy_backend, start,
+        lambda params: [{"params": [params[0]], "weight_decay": 0.1, "betas": (0.9, 0.95)},
+                        {"params": [params[1]], "weight_decay": 0.0, "betas": (0.9, 0.95)}],
+        lambda step, i, shape: grads[step][i])
     for a, b in zip(fused, plain):
         assert rel_error(a, b) < TOLERANCE
     for a, b in zip(fused_state, plain_state):
@@ -149,24 +161,13 @@ def test_adamw_kernel_agrees_over_several_steps(cupy_backend):
 def test_the_multi_tensor_adamw_kernel_agrees_for_many_sizes_groups_and_steps(cupy_backend):
     rng = np.random.default_rng(8)
     shapes = [(1,), (3,), (255,), (256,), (257,), (17, 33), (2, 3, 5), (64, 1000)]
-    start = [f32(rng, *shape) for shape in shapes]
-    finals = []
-    kernels = cupy_backend.kernels
-    for use in (kernels, None):
-        cupy_backend.kernels = use
-        try:
-            params = [tl.nn.Parameter(tl.tensor(p.copy())) for p in start]
-            optimizer = AdamW([{"params": params[::2], "weight_decay": 0.1, "betas": (0.8, 0.99)},
-                               {"params": params[1::2], "weight_decay": 0.0}], lr=1e-2, eps=1e-6)
-            for step in range(4):
-                for i, p in enumerate(params):  # some parameters skip steps: their t (bias correction) differs
-                    p.grad = tl.get_backend().asarray(f32(np.random.default_rng(step * 100 + i), *p.shape)) \
-                        if (i + step) % 3 else None
-                optimizer.step()
-            finals.append(params)
-        finally:
-            cupy_backend.kernels = kernels
-    for a, b in zip(*finals):
+    (fused, _), (plain, _) = adamw_with_and_without_kernels(
+        cupy_backend, [f32(rng, *shape) for shape in shapes],
+        lambda params: [{"params": params[::2], "weight_decay": 0.1, "betas": (0.8, 0.99)},
+                        {"params": params[1::2], "weight_decay": 0.0}],
+        # some parameters skip steps: their t (bias correction) differs
+        lambda step, i, shape: f32(np.random.default_rng(step * 100 + i), *shape) if (i + step) % 3 else None)
+    for a, b in zip(fused, plain):
         assert rel_error(a, b) < TOLERANCE
 
 
