@@ -381,6 +381,7 @@ def test_a_user_error_caught_on_one_rank_ends_the_job_instead_of_hanging_it():
         "raise SystemExit(run_main(main, []))\n"
     )
     result = run_mpiexec(["-c", program], timeout=60)  # before the fix: TimeoutExpired
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "error: --max-steps must be positive" in result.stderr
-    assert "[rank 1 of 2] the error above ends every rank of this job" in result.stderr
+    assert "error: --max-steps must be positive" in output
+    assert "[rank 1 of 2] the error above ends every rank of this job" in output
