@@ -29,6 +29,24 @@ os.environ.setdefault("TINYLLM_TF32", "0")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 SHAKESPEARE = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+# Without ../shared/data (a bare clone), a repeated speech stands in for Tiny Shakespeare.
+STAND_IN_SPEECH = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+
+
+def shakespeare_text(chars: int) -> str:
+    """The first ``chars`` characters of Tiny Shakespeare, or (a bare clone) as many of a repeated speech."""
+    if SHAKESPEARE.exists():
+        return SHAKESPEARE.read_text(encoding="utf-8")[:chars]
+    return (STAND_IN_SPEECH * (chars // len(STAND_IN_SPEECH) + 1))[:chars]
+
+
+def small_token_dataset(directory: Path, chars: int, vocab_size: int):  # noqa: ANN201 - a tinyllm TokenDataset
+    """``shakespeare_text(chars)`` in directory/text.txt, a ``vocab_size`` BPE trained on it, and its token files."""
+    from tinyllm.data import prepare_tokens, train_tokenizer_cached
+
+    text_path = directory / "text.txt"
+    text_path.write_text(shakespeare_text(chars), encoding="utf-8")
+    return prepare_tokens(text_path, train_tokenizer_cached(text_path, vocab_size, directory), directory)
 
 
 def cupy_skip_reason() -> str | None:

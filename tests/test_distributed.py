@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHAKESPEARE
+from conftest import REPO_ROOT, shakespeare_text
 
 import tinyllm as tl
 import tinyllm.distributed as dist
@@ -27,7 +27,6 @@ from tinyllm.checkpoint import load_checkpoint
 from tinyllm.data import prepare_tokens, train_tokenizer_cached
 from tinyllm.distributed import communicator, process_group, sharding
 
-STAND_IN = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 700
 # Dropout on: the masks, too, must not depend on the number of ranks. Untied embeddings: see test 1.
 MODEL = {"vocab_size": 300, "dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 32,
          "dropout": 0.1, "tie_embeddings": False}
@@ -60,7 +59,7 @@ def prepared(tmp_path_factory) -> dict:
     """A small text, its 300-token tokenizer and token files, built once here (the ranks only read them)."""
     directory = tmp_path_factory.mktemp("dist_data")
     text = directory / "text.txt"
-    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:60_000] if SHAKESPEARE.exists() else STAND_IN)
+    text.write_text(shakespeare_text(60_000))
     tokenizer = train_tokenizer_cached(text, 300, directory)
     prepare_tokens(text, tokenizer, directory)
     return {"text": str(text), "tokenizer": str(tokenizer), "cache": str(directory)}
@@ -172,7 +171,7 @@ def test_a_failing_rank_ends_the_job_with_its_message(prepared, tmp_path, where)
 
 def test_the_example_trains_on_two_ranks_and_resumes_on_one(tmp_path):
     text = tmp_path / "small.txt"
-    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:30_000] if SHAKESPEARE.exists() else STAND_IN[:30_000])
+    text.write_text(shakespeare_text(30_000))
     common = ["--preset", "tiny", "--data", str(text), "--out-dir", str(tmp_path / "out"), "--no-progress"]
     result = run_mpiexec(["examples/train_shakespeare.py", *common, "--max-steps", "4", "--eval-interval", "2",
                           "--sample-tokens", "0"])

@@ -15,17 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHAKESPEARE, to_numpy
+from conftest import small_token_dataset, to_numpy
 
 import tinyllm as tl
 from tinyllm.backends import NumpyBackend, backend_name_from_environment
 from tinyllm.checkpoint import load_checkpoint
-from tinyllm.data import prepare_tokens, train_tokenizer_cached
 from tinyllm.distributed.sharding import micro_batch_seed
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.train import TrainConfig, train
-
-STAND_IN = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 300
 
 
 class StatelessRng:
@@ -59,11 +56,7 @@ def cupy_like_rng(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("data")
-    text_path = directory / "text.txt"
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:30_000] if SHAKESPEARE.exists() else STAND_IN
-    text_path.write_text(text, encoding="utf-8")
-    return prepare_tokens(text_path, train_tokenizer_cached(text_path, 280, directory), directory)
+    return small_token_dataset(tmp_path_factory.mktemp("data"), 30_000, 280)
 
 
 def model(seed: int) -> Transformer:

@@ -9,27 +9,19 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHAKESPEARE, cupy_skip_reason, to_numpy
+from conftest import REPO_ROOT, SHAKESPEARE, cupy_skip_reason, shakespeare_text, small_token_dataset, to_numpy
 
 import tinyllm as tl
 from tinyllm.checkpoint import load_checkpoint
-from tinyllm.data import prepare_tokens, train_tokenizer_cached
 from tinyllm.logger import TrainingLogger
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.train import TrainConfig, TrainingDiverged, configure_optimizer, train
-
-# Without ../shared/data (a bare clone), a repeated speech stands in for Tiny Shakespeare.
-STAND_IN = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 700
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """The first 60,000 characters of Tiny Shakespeare, 300-token BPE."""
-    directory = tmp_path_factory.mktemp("data")
-    text_path = directory / "text.txt"
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:60_000] if SHAKESPEARE.exists() else STAND_IN
-    text_path.write_text(text, encoding="utf-8")
-    return prepare_tokens(text_path, train_tokenizer_cached(text_path, 300, directory), directory)
+    return small_token_dataset(tmp_path_factory.mktemp("data"), 60_000, 300)
 
 
 def tiny_model(seed: int = 0, dropout: float = 0.0) -> Transformer:
@@ -184,7 +176,7 @@ def test_the_example_trains_in_tiny_mode_and_resumes(tmp_path):
     text_path = SHAKESPEARE
     if not text_path.exists():
         text_path = tmp_path / "stand_in.txt"
-        text_path.write_text(STAND_IN, encoding="utf-8")
+        text_path.write_text(shakespeare_text(60_000), encoding="utf-8")
     out = tmp_path / "out"
     run = run_example("--preset", "tiny", "--data", str(text_path), "--out-dir", str(out), "--no-progress",
                       "--sample-tokens", "10")
