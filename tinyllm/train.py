@@ -52,6 +52,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from .amp import DTYPES, MixedPrecision, resolve_dtype
 from .autograd import no_grad
+from .autograd.ops.cross_entropy import IGNORE_INDEX
 from .backends import get_backend
 from .checkpoint import Checkpoint, restore, save_checkpoint
 from .data import TokenDataset
@@ -226,8 +227,8 @@ def evaluate(
     - bpc = loss / (ln 2 * characters per token): comparable across tokenizers (a character-level
       model's loss in bits is already per character);
     - accuracy: how often the most likely next token is the right one, over the scored targets
-      (targets equal to the cross-entropy's ``ignore_index``, -100 — a chat's padding and prompt
-      tokens — count neither as right nor as wrong).
+      (targets equal to ``IGNORE_INDEX``, -100 — a chat's padding and prompt tokens — count neither
+      as right nor as wrong, as they count nothing in the loss).
 
     The batches come from a generator seeded with ``seed`` afresh on every call, so every
     evaluation scores the same batches (two evaluations differ only because the model did), and
@@ -246,7 +247,7 @@ def evaluate(
                 continue
             logits, loss = model(x, y)  # (B, T, vocab_size)
             total_loss += loss.item()
-            scored = y != -100  # (B, T): the targets the loss counts (cross_entropy's ignore_index)
+            scored = y != IGNORE_INDEX  # (B, T): the targets the loss counts
             correct += int(((xp.argmax(logits.data, axis=-1) == y) & scored).sum())
             count += int(scored.sum())
     total_loss, correct, count = dist.all_reduce_sum([total_loss, correct, count])  # sums over all ranks
@@ -414,15 +415,15 @@ def _warn_if_the_global_batch_changed(checkpoint: Checkpoint, state: dict[str, A
     saved = checkpoint.train_config
     if not isinstance(saved.get("batch_size"), int):
         return  # a checkpoint saved without its training settings: nothing to compare
-    saved_ranks = state.get("world_size", 1)
-    before = saved["batch_size"] * saved.get("grad_accum_steps", 1) * saved_ranks
-    now = config.batch_size * config.grad_accum_steps * dist.world_size()
+    saved_accum, saved_ranks, ranks = saved.get("grad_accum_steps", 1), state.get("world_size", 1), dist.world_size()
+    before = saved["batch_size"] * saved_accum * saved_ranks
+    now = config.batch_size * config.grad_accum_steps * ranks
     if before != now:
         warnings.warn(
             f"resuming with a global batch of {now} sequences per step (batch_size {config.batch_size} x "
-            f"grad_accum_steps {config.grad_accum_steps} x {dist.world_size()} rank(s)) where the checkpoint's run had "
-            f"{before} (batch_size {saved['batch_size']} x grad_accum_steps {saved.get('grad_accum_steps', 1)} x "
-            f"{saved_ranks} rank(s)): training continues, but no longer as the saved run would have. To keep the "
+            f"grad_accum_steps {config.grad_accum_steps} x {ranks} rank(s)) where the checkpoint's run had "
+            f"{before} (batch_size {saved['batch_size']} x grad_accum_steps {saved_accum} x {saved_ranks} rank(s)): "
+            f"training continues, but no longer as the saved run would have. To keep the "
             f"run as it was, resume with batch_size x grad_accum_steps x ranks = {before}",
             stacklevel=3,
         )

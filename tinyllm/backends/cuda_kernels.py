@@ -295,9 +295,11 @@ _adamw_multi = cupy.RawKernel(_ADAMW_MULTI_SOURCE, "tinyllm_adamw_multi")
 def adamw_update_many(updates: list[tuple[Any, ...]]) -> None:
     """Every (p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2) of ``updates`` as ``adamw_update``
     does it, in place, in one launch for the C-contiguous ones (the rest, rare, one launch each)."""
-    flat = [u for u in updates if all(a.flags.c_contiguous for a in u[:4])]
+    flat = []
     for u in updates:
-        if not all(a.flags.c_contiguous for a in u[:4]):
+        if all(a.flags.c_contiguous for a in u[:4]):
+            flat.append(u)
+        else:
             adamw_update(*u)
     if not flat:
         return

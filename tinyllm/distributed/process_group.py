@@ -132,7 +132,7 @@ def abort_on_error(error: BaseException) -> None:
     ``train()`` calls this for any exception leaving its loop: the other ranks are, or soon will
     be, waiting for this one in a collective, and would wait forever.
     """
-    if _communicator is None or _communicator.world_size == 1:
+    if not _several_ranks():
         return
     details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     abort(f"failed, stopping all {_communicator.world_size} ranks:\n{details.rstrip()}")
@@ -144,8 +144,13 @@ def abort_if_distributed(message: str, code: int = 1) -> None:
     For an error this rank caught and reported itself (the examples turn a user error into one line and an
     exit status): returning would leave the other ranks waiting for this one in a collective forever.
     """
-    if _communicator is not None and _communicator.world_size > 1:
+    if _several_ranks():
         abort(message, code)
+
+
+def _several_ranks() -> bool:
+    """True in a job of several ranks that has started (without starting one: a plain run stays plain)."""
+    return _communicator is not None and _communicator.world_size > 1
 
 
 def _abort_on_uncaught_exception(kind: type[BaseException], error: BaseException, tb: object) -> None:

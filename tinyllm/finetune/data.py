@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd.ops.cross_entropy import IGNORE_INDEX
 from ..backends import get_backend
 from ..data import TokenDataset
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
 
 

@@ -31,9 +31,11 @@ from ..function import Function
 from .indexing import _raw_index
 from .softmax import shifted_logsumexp
 
+IGNORE_INDEX = -100  # the target that counts for nothing (padding, a prompt's tokens): PyTorch's default too
+
 
 class CrossEntropy(Function):
-    def __init__(self, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> None:
+    def __init__(self, targets: Any, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> None:
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"cross_entropy reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
         self.targets = _raw_index(targets)
@@ -103,7 +105,7 @@ class CrossEntropy(Function):
         return grad.reshape(self.input_shape).astype(self.input_dtype, copy=False)
 
 
-def cross_entropy(logits: Any, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Any:
+def cross_entropy(logits: Any, targets: Any, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Any:
     """Mean (or summed, or per-row) cross-entropy of ``logits`` (..., V) against integer ``targets`` (...).
 
     >>> import tinyllm as tl
