@@ -14,6 +14,7 @@ import tinyllm as tl
 from tinyllm.autograd import gradcheck, no_grad
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.nn.fused import scaled_dot_product_attention
+from tinyllm.nn.fused.attention import row_mask
 from tinyllm.nn.row_positions import row_positions
 
 SMALL = dict(vocab_size=24, dim=16, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16)
@@ -82,6 +83,43 @@ def test_query_start_gradcheck_and_matches_each_row_alone(T: int, B: int, seed: 
         row = (q[b : b + 1], k[b : b + 1, :, :n], v[b : b + 1, :, :n])
         alone = scaled_dot_product_attention(*(tl.tensor(a) for a in row))
         np.testing.assert_allclose(out[b], to_numpy(alone)[0], atol=1e-12, rtol=1e-10)
+
+
+@given(padded_attention(), st.integers(0, 2))
+def test_a_prebuilt_attn_mask_equals_the_mask_built_from_padding_and_starts(case: tuple, extra_keys: int) -> None:
+    """What a model does: row_mask built once, handed to the op as attn_mask (is_causal=False)."""
+    q, k, v, mask, _ = case
+    B, T = mask.shape
+    rng = np.random.default_rng(extra_keys)
+    starts = rng.integers(0, extra_keys + 1, size=B)  # row b's first query at key starts[b]
+    S = T + extra_keys
+    pad = np.concatenate([np.ones((B, extra_keys), bool), mask], axis=1)  # (B, S): the extra (cached) keys are real
+    k, v = (np.concatenate([rng.standard_normal((B, a.shape[1], extra_keys, a.shape[3])), a], axis=2) for a in (k, v))
+    xp = tl.get_backend().xp
+    inputs = dict(query_start=xp.asarray(starts), key_padding_mask=xp.asarray(pad))
+    prebuilt = row_mask(B, T, S, True, inputs["query_start"], inputs["key_padding_mask"], np.float64)
+    assert prebuilt.shape == (B, 1, 1, T, S)
+    grads = []
+    for kwargs in (inputs, dict(is_causal=False, attn_mask=prebuilt)):
+        tensors = [tl.tensor(a, requires_grad=True) for a in (q, k, v)]
+        out = scaled_dot_product_attention(*tensors, **kwargs)
+        (out * out).sum().backward()
+        grads.append([to_numpy(out)] + [to_numpy(t.grad) for t in tensors])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    tensors = [tl.tensor(a, requires_grad=True) for a in (q, k, v)]
+    assert gradcheck(lambda *x: scaled_dot_product_attention(*x, is_causal=False, attn_mask=prebuilt), tensors)
+
+
+def test_attn_mask_is_the_whole_mask_and_must_fit() -> None:
+    q = tl.tensor(np.ones((2, 1, 3, 2)))
+    mask = row_mask(2, 3, 3, True, None, None, np.float32)
+    with pytest.raises(ValueError, match="pass it with is_causal=False"):
+        scaled_dot_product_attention(q, q, q, attn_mask=mask)  # is_causal defaults to True
+    with pytest.raises(ValueError, match="without key_padding_mask or query_start"):
+        scaled_dot_product_attention(q, q, q, is_causal=False, attn_mask=mask, query_start=np.array([0, 0]))
+    with pytest.raises(ValueError, match=r"attn_mask must be \(B, 1, 1, T, S\) = \(2, 1, 1, 3, 3\)"):
+        scaled_dot_product_attention(q, q, q, is_causal=False, attn_mask=mask[:1])
 
 
 def test_a_query_that_sees_no_key_gets_zeros_not_nan() -> None:
@@ -178,6 +216,50 @@ def test_cache_rows_of_different_lengths_decode_as_each_row_alone() -> None:
             alone, _ = model(np.array([r + next_tokens[b]]))
             expected = to_numpy(alone)[0, len(r) - 1 :]
             np.testing.assert_allclose(np.stack([s[b] for s in steps]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_ragged_decode_step_builds_its_mask_and_rope_tables_once_for_all_layers(monkeypatch) -> None:
+    """Every layer of one forward reads the same per-row mask and RoPE tables: the first layer builds them."""
+    import tinyllm.nn.row_positions as rp
+
+    model = Transformer(ModelConfig(**{**SMALL, "n_layers": 3})).eval()
+    built = {"masks": 0, "tables": 0}
+    real_mask, real_tables = rp.row_mask, type(model.rope).tables_at
+    monkeypatch.setattr(rp, "row_mask", lambda *a: built.__setitem__("masks", built["masks"] + 1) or real_mask(*a))
+    monkeypatch.setattr(type(model.rope), "tables_at",
+                        lambda self, p: built.__setitem__("tables", built["tables"] + 1) or real_tables(self, p))
+    cache = model.new_cache(batch_size=2)
+    with no_grad():
+        model(np.array([[1, 2, 3]]), cache=cache.rows(0, 1))
+        model(np.array([[4]]), cache=cache.rows(1, 2))
+        assert cache.lengths.tolist() == [3, 1] and built == {"masks": 0, "tables": 0}  # uniform so far
+        model(np.array([[5], [6]]), cache=cache)  # rows of different lengths: one mask, one pair of tables
+        assert built == {"masks": 1, "tables": 1}
+        model(np.array([[7], [8]]), cache=cache)
+        assert built == {"masks": 2, "tables": 2}
+    r = row_positions(2, 1, cache_lengths=np.array([2, 0]))
+    assert r.attention_mask(3, np.float32) is r.attention_mask(3, np.float32)
+    assert r.attention_mask(4, np.float32).shape == (2, 1, 1, 1, 4)
+
+
+def test_cache_writes_of_rows_at_different_lengths_land_at_each_rows_end() -> None:
+    cache = tl.nn.KVCache(n_layers=2, batch_size=3, n_kv_heads=1, max_seq_len=6, head_dim=2)
+    cache.lengths[:] = [2, 0, 4]
+    for step in range(2):  # the write plan is made for the first layer, kept for the second, redone after advance
+        for layer in range(2):
+            new = np.full((3, 1, 1, 2), 10.0 * step + layer) + np.arange(3)[:, None, None, None]
+            keys, values = cache.update(layer, new, -new)
+            assert keys.shape == (3, 1, 5 + step, 2)
+        cache.advance(1)
+    for layer in range(2):
+        keys = to_numpy(cache.keys[layer])[:, 0, :, 0]
+        assert keys[0, 2:4].tolist() == [layer, 10 + layer]
+        assert keys[1, 0:2].tolist() == [1 + layer, 11 + layer]
+        assert keys[2, 4:6].tolist() == [2 + layer, 12 + layer]
+        assert (to_numpy(cache.values[layer])[:, 0, :, 0] == -keys).all()
+    assert cache.lengths.tolist() == [4, 2, 6]
+    with pytest.raises(ValueError, match="KV cache is full: 7 positions needed, 6 allocated"):
+        cache.update(0, np.zeros((3, 1, 1, 2)), np.zeros((3, 1, 1, 2)))
 
 
 def test_cache_row_views_and_moves() -> None:

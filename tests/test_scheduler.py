@@ -97,3 +97,31 @@ def test_a_model_error_fails_the_requests_in_flight_and_the_scheduler_goes_on() 
         assert np.all(scheduler.cache.lengths == 0)
     finally:
         scheduler.stop()
+
+
+def test_wait_idle_waits_for_a_prefill_in_progress() -> None:
+    """While a request's prefill runs it is in neither the waiting queue nor the active rows: still not idle."""
+    model = sharp_model()
+    started, release = threading.Event(), threading.Event()
+    plain_forward = model.forward
+
+    def slow_prefill(idx, *args, **kwargs):  # a long prompt's prefill, held until the test lets it go
+        if idx.shape[1] > 1:
+            started.set()
+            release.wait(30)
+        return plain_forward(idx, *args, **kwargs)
+
+    model.forward = slow_prefill
+    scheduler = Scheduler(model, max_batch=2)
+    scheduler.start()
+    try:
+        done = Collector()
+        scheduler.submit(GenerationRequest([1, 2, 3], 3, emit=done, temperature=0))
+        assert started.wait(30)
+        assert not scheduler.waiting and not scheduler.active and scheduler.admitting is not None
+        assert not wait_idle(scheduler, timeout=0.2)
+        release.set()
+        assert wait_idle(scheduler, timeout=30) and done.done.is_set() and len(done.tokens) == 3
+    finally:
+        release.set()
+        scheduler.stop()

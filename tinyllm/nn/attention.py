@@ -77,7 +77,7 @@ class Attention(Module):
             if rows is None:
                 cos, sin = rope.tables(cache.length if cache is not None else 0, T)  # (T, head_dim/2) each
             else:
-                cos, sin = rope.tables_at(rows.positions)  # (B, 1, T, head_dim/2) each
+                cos, sin = rows.rope_tables(rope)  # (B, 1, T, head_dim/2) each, built once per forward
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
         if cache is not None:
@@ -88,10 +88,8 @@ class Attention(Module):
         if rows is None:
             out = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, n_heads, T, head_dim)
         else:
-            out = scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=dropout_p, key_padding_mask=rows.key_padding_mask,
-                query_start=rows.query_start,
-            )  # (B, n_heads, T, head_dim)
+            mask = rows.attention_mask(k.shape[2], q.dtype)  # (B, 1, 1, T, S), causal, built once per forward
+            out = scaled_dot_product_attention(q, k, v, is_causal=False, dropout_p=dropout_p, attn_mask=mask)
         out = out.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, n_heads * head_dim)
         return self.wo(out)
 

@@ -38,6 +38,7 @@ class KVCache:
         self.values = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
         self.max_seq_len = max_seq_len
         self.lengths = np.zeros(batch_size, dtype=np.int64)  # (B,) on the host: row b holds positions 0 .. lengths[b]-1
+        self._planned: tuple | None = None  # (lengths and T it was made for, the write plan): see _write_plan
 
     @property
     def batch_size(self) -> int:
@@ -65,22 +66,36 @@ class KVCache:
         (B, n_kv_heads, max(lengths)+T, head_dim); a shorter row's tail is stale (masked by attention).
         ``lengths`` itself advances in ``advance`` once every layer has been written.
         """
-        T = k.shape[2]
-        end = int(self.lengths.max(initial=0)) + T
-        if end > self.max_seq_len:
-            raise ValueError(f"KV cache is full: {end} positions needed, {self.max_seq_len} allocated")
-        if self.uniform:
-            start = int(self.lengths[0]) if len(self.lengths) else 0
-            self.keys[layer][:, :, start : start + T] = k
-            self.values[layer][:, :, start : start + T] = v
+        end, rows, positions = self._write_plan(k.shape[2])
+        if rows is None:  # every row holds the same length: one slice
+            start = end - k.shape[2]
+            self.keys[layer][:, :, start:end] = k
+            self.values[layer][:, :, start:end] = v
         else:
-            xp = get_backend().xp
-            rows = xp.arange(len(self.lengths))[:, None]  # (B, 1)
-            positions = xp.asarray(self.lengths[:, None] + np.arange(T))  # (B, T)
             # Two integer indices around a slice: the indexed result is (B, T, n_kv_heads, head_dim).
             self.keys[layer][rows, :, positions] = k.transpose(0, 2, 1, 3)
             self.values[layer][rows, :, positions] = v.transpose(0, 2, 1, 3)
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def _write_plan(self, T: int) -> tuple[int, Any, Any]:
+        """Where a step's T new positions go: (end, None, None) when every row holds the same length,
+        else (end, rows (B, 1), positions (B, T)) for the indexed write; end = the longest row's new end.
+
+        Every layer of one step writes to the same places, so the plan is worked out by the first
+        layer and kept until ``lengths`` changes.
+        """
+        key = (self.lengths.tobytes(), T)
+        if self._planned is None or self._planned[0] != key:
+            end = int(self.lengths.max(initial=0)) + T
+            if end > self.max_seq_len:
+                raise ValueError(f"KV cache is full: {end} positions needed, {self.max_seq_len} allocated")
+            if self.uniform:
+                plan = (end, None, None)
+            else:
+                xp = get_backend().xp
+                plan = (end, xp.arange(len(self.lengths))[:, None], xp.asarray(self.lengths[:, None] + np.arange(T)))
+            self._planned = (key, plan)
+        return self._planned[1]
 
     def advance(self, n_tokens: int | np.ndarray) -> None:
         """Count ``n_tokens`` more positions as filled: one number for every row, or one per row (B,)."""
@@ -108,6 +123,7 @@ class KVCache:
         view.values = [v[start:stop] for v in self.values]
         view.max_seq_len = self.max_seq_len
         view.lengths = self.lengths[start:stop]  # a NumPy view: advancing it advances ours
+        view._planned = None
         return view
 
     def move_row(self, source: int, target: int) -> None:

@@ -21,14 +21,21 @@ For every row this works out the three things the layers need:
 Example (no cache): attention_mask [[1, 1, 1], [0, 1, 1]] gives positions [[0, 1, 2], [0, 0, 1]]
 (the padding token's position is clipped to 0 and never matters), so the second row's real tokens
 sit at positions 0 and 1, exactly as they would alone.
+
+Every layer of one forward needs the same RoPE tables at those positions and the same attention
+mask, so ``rope_tables`` and ``attention_mask`` build them on the first layer's call and hand the
+same arrays to the others (SmolLM2 has 30 layers: in a server's decode step of 4 rows, building
+them in every layer cost about 2 ms of a 72 ms step).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .fused.attention import row_mask
 
 
 @dataclass
@@ -37,6 +44,27 @@ class RowPositions:
     query_start: np.ndarray  # (B,) int64
     key_padding_mask: np.ndarray | None  # (B, S) bool, or None
     n_real: np.ndarray  # (B,) int64: real tokens per row (what the cache advances by)
+    built: dict = field(default_factory=dict, repr=False, compare=False)  # what the first layer built, for the rest
+
+    def rope_tables(self, rope: Any) -> tuple[Any, Any]:
+        """cos and sin at ``positions`` from ``rope`` (a RotaryEmbedding), each (B, 1, T, head_dim/2)."""
+        key = ("rope", id(rope))
+        if key not in self.built:
+            self.built[key] = rope.tables_at(self.positions)
+        return self.built[key]
+
+    def attention_mask(self, S: int, dtype: Any) -> Any:
+        """The causal attention's additive mask (B, 1, 1, T, S) over S keys: 0 where allowed, -inf elsewhere.
+
+        >>> r = row_positions(2, 1, cache_lengths=np.array([2, 0]))
+        >>> r.attention_mask(3, np.float32)[:, 0, 0, 0].tolist()
+        [[0.0, 0.0, 0.0], [0.0, -inf, -inf]]
+        """
+        key = ("mask", S, np.dtype(dtype).str)
+        if key not in self.built:
+            B, T = self.positions.shape
+            self.built[key] = row_mask(B, T, S, True, self.query_start, self.key_padding_mask, dtype)
+        return self.built[key]
 
 
 def row_positions(batch_size: int, T: int, attention_mask: Any = None, cache_lengths: Any = None) -> RowPositions:

@@ -82,6 +82,7 @@ class Scheduler:
         self.cache = model.new_cache(batch_size=max_batch)
         self.active: list[GenerationRequest] = []  # active[r] decodes in cache row r
         self.waiting: collections.deque[GenerationRequest] = collections.deque()
+        self.admitting: GenerationRequest | None = None  # taken from waiting, its prefill running: in neither list
         self.condition = threading.Condition()
         self.running = False
         self.thread: threading.Thread | None = None
@@ -172,20 +173,28 @@ class Scheduler:
                 if not self.waiting:
                     return
                 request = self.waiting.popleft()
-            if request.cancelled:
-                continue
-            r = len(self.active)
-            self.cache.lengths[r] = 0
-            ids = Tensor(backend.asarray(np.array([request.prompt_ids], dtype=np.int64)))  # (1, T)
+                self.admitting = request
             try:
-                logits, _ = self.model(ids, cache=self.cache.rows(r, r + 1), last_only=True)  # (1, 1, V)
-            except Exception as error:  # this prompt's fault (the web server checks ids first): fail it alone
-                self.cache.lengths[r] = 0
-                request.emit(("error", f"{type(error).__name__}: {error}"))
-                continue
-            self.active.append(request)
-            if self._take(request, backend.to_host(logits.data[0, -1])):
-                self._remove(r)
+                self._admit_one(request, backend)
+            finally:
+                self.admitting = None
+
+    def _admit_one(self, request: GenerationRequest, backend: Any) -> None:
+        """Prefill one request into the next free row and sample its first token (or fail it alone)."""
+        if request.cancelled:
+            return
+        r = len(self.active)
+        self.cache.lengths[r] = 0
+        ids = Tensor(backend.asarray(np.array([request.prompt_ids], dtype=np.int64)))  # (1, T)
+        try:
+            logits, _ = self.model(ids, cache=self.cache.rows(r, r + 1), last_only=True)  # (1, 1, V)
+        except Exception as error:  # this prompt's fault (the web server checks ids first): fail it alone
+            self.cache.lengths[r] = 0
+            request.emit(("error", f"{type(error).__name__}: {error}"))
+            return
+        self.active.append(request)
+        if self._take(request, backend.to_host(logits.data[0, -1])):
+            self._remove(r)
 
     def _decode_step(self) -> None:
         backend = get_backend()
@@ -221,7 +230,7 @@ def wait_idle(scheduler: Scheduler, timeout: float = 10.0) -> bool:
     """True once no request is active or waiting (tests and benchmarks)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not scheduler.active and not scheduler.waiting:
+        if not scheduler.active and not scheduler.waiting and scheduler.admitting is None:
             return True
         time.sleep(0.01)
     return False

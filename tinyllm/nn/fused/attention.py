@@ -44,10 +44,14 @@ both constants of the graph (no gradient):
 
 Query i of row b may look at key j only if ``key_padding_mask[b, j]`` and, when causal,
 ``j <= query_start[b] + i``. Both become one additive mask (B, 1, 1, T, S) of 0 and -inf,
-broadcast over the heads. A masked key gets probability exactly 0 (exp(-inf) = 0), so a
-padded key or value never changes a real query's output, and the backward above needs no
-change: dscores = P * (...) is 0 wherever P is. A query that may look at no key at all (a
-padding query on the left of its row) gets all-zero probabilities, output 0, gradient 0.
+broadcast over the heads (``row_mask`` builds it). A model with many layers builds that mask
+once per forward and hands it to every layer as ``attn_mask`` instead (as PyTorch's
+``attn_mask``, a float mask added to the scores; it already holds the causal part).
+
+A masked key gets probability exactly 0 (exp(-inf) = 0), so a padded key or value never
+changes a real query's output, and the backward above needs no change: dscores = P * (...)
+is 0 wherever P is. A query that may look at no key at all (a padding query on the left of
+its row) gets all-zero probabilities, output 0, gradient 0.
 
 Attention dropout zeroes entries of P with probability p and scales the rest by
 1/(1-p) before multiplying by v; the backward applies the same mask to dP.
@@ -62,6 +66,34 @@ from ...autograd.function import Function
 from ...backends import get_backend
 
 
+def row_mask(B: int, T: int, S: int, is_causal: bool, query_start: Any, key_padding_mask: Any, dtype: Any) -> Any:
+    """The additive mask (B, 1, 1, T, S): 0 where query i of row b may look at key j, -inf elsewhere.
+
+    ``query_start`` (B,) ints or None (every row's first query at key S - T), ``key_padding_mask``
+    (B, S) bool or None; see the module docstring. On the backend's device.
+
+    >>> row_mask(2, 1, 3, True, [0, 2], None, "float32")[:, 0, 0, 0].tolist()
+    [[0.0, -inf, -inf], [0.0, 0.0, 0.0]]
+    """
+    xp = get_backend().xp
+    allowed = xp.ones((B, T, S), dtype=bool)
+    if is_causal:
+        start = xp.asarray(query_start if query_start is not None else [S - T] * B).reshape(-1, 1, 1)
+        if start.shape[0] != B:
+            raise ValueError(f"attention: query_start has {start.shape[0]} rows, the batch has B={B}")
+        allowed &= xp.arange(S).reshape(1, 1, S) <= start + xp.arange(T).reshape(1, T, 1)  # j <= start_b + i
+    if key_padding_mask is not None:
+        keep = xp.asarray(key_padding_mask)
+        if keep.shape != (B, S) or keep.dtype != bool:
+            raise ValueError(
+                f"attention: key_padding_mask must be a bool array (B, S) = {(B, S)} (True = a real key), "
+                f"got {keep.dtype} {keep.shape}"
+            )
+        allowed &= keep[:, None, :]  # (B, 1, S) over the queries
+    mask = xp.where(allowed, 0.0, -xp.inf).astype(dtype)  # (B, T, S)
+    return mask.reshape(B, 1, 1, T, S)
+
+
 class ScaledDotProductAttention(Function):
     def __init__(
         self,
@@ -70,34 +102,21 @@ class ScaledDotProductAttention(Function):
         scale: float | None = None,
         key_padding_mask: Any = None,
         query_start: Any = None,
+        attn_mask: Any = None,
     ) -> None:
         if not 0.0 <= dropout_p < 1.0:
             raise ValueError(f"attention dropout_p must be in [0, 1), got {dropout_p}")
+        if attn_mask is not None and (is_causal or key_padding_mask is not None or query_start is not None):
+            raise ValueError(
+                "attention: attn_mask is the whole mask (causality and padding included); pass it with "
+                "is_causal=False and without key_padding_mask or query_start"
+            )
         self.is_causal = is_causal
         self.dropout_p = dropout_p
         self.scale = scale
         self.key_padding_mask = key_padding_mask  # (B, S) bool or None: constants, no gradient
         self.query_start = query_start  # (B,) int or None
-
-    def _row_mask(self, B: int, T: int, S: int, dtype: Any) -> Any:
-        """The additive mask (B, 1, 1, T, S): 0 where query i of row b may look at key j, -inf elsewhere."""
-        xp = self.xp
-        allowed = xp.ones((B, T, S), dtype=bool)
-        if self.is_causal:
-            start = xp.asarray(self.query_start if self.query_start is not None else [S - T] * B).reshape(B, 1, 1)
-            if start.shape[0] != B:
-                raise ValueError(f"attention: query_start has {start.shape[0]} rows, the batch has B={B}")
-            allowed &= xp.arange(S).reshape(1, 1, S) <= start + xp.arange(T).reshape(1, T, 1)  # j <= start_b + i
-        if self.key_padding_mask is not None:
-            keep = xp.asarray(self.key_padding_mask)
-            if keep.shape != (B, S) or keep.dtype != bool:
-                raise ValueError(
-                    f"attention: key_padding_mask must be a bool array (B, S) = {(B, S)} (True = a real key), "
-                    f"got {keep.dtype} {keep.shape}"
-                )
-            allowed &= keep[:, None, :]  # (B, 1, S) over the queries
-        mask = xp.where(allowed, 0.0, -xp.inf).astype(dtype)  # (B, T, S)
-        return mask.reshape(B, 1, 1, T, S)
+        self.attn_mask = attn_mask  # (B, 1, 1, T, S) additive float or None
 
     def forward(self, q: Any, k: Any, v: Any) -> Any:
         xp = self.xp
@@ -118,14 +137,19 @@ class ScaledDotProductAttention(Function):
 
         qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
         scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
-        per_row = self.key_padding_mask is not None or self.query_start is not None
+        mask = self.attn_mask
+        if mask is None and (self.key_padding_mask is not None or self.query_start is not None):
+            mask = row_mask(B, T, S, self.is_causal, self.query_start, self.key_padding_mask, scores.dtype)
+        per_row = mask is not None
         kernels = get_backend().kernels
         if not per_row and kernels is not None and kernels.usable(scores) and scores.flags.c_contiguous:
             kernels.causal_softmax_(scores, T, self.is_causal)  # on CuPy: the mask and softmax below, one launch
         else:
             if per_row:
+                if mask.shape != (B, 1, 1, T, S):
+                    raise ValueError(f"attention: attn_mask must be (B, 1, 1, T, S) = {(B, 1, 1, T, S)}, got {mask.shape}")
                 scores5 = scores.reshape(B, Hkv, G, T, S)
-                scores5 += self._row_mask(B, T, S, scores.dtype)  # (B, 1, 1, T, S) broadcast over the heads
+                scores5 += mask  # (B, 1, 1, T, S) broadcast over the heads
             elif self.is_causal and T > 1:
                 # Additive mask (T, S): 0 where key j <= i + S - T, -inf after; one broadcast add over the groups.
                 future = xp.triu(xp.full((T, S), -xp.inf, dtype=scores.dtype), k=S - T + 1)
@@ -133,13 +157,13 @@ class ScaledDotProductAttention(Function):
                 scores5 += future
             # Row softmax, in place.
             row_max = scores.max(axis=-1, keepdims=True)
-            if per_row:  # a query that may see no key: max -inf; subtract 0 instead, so its row is exp(-inf) = 0
-                row_max[row_max == -xp.inf] = 0.0
+            if per_row:  # a query that may see no key has max -inf: subtract the lowest float instead,
+                xp.maximum(row_max, xp.finfo(scores.dtype).min, out=row_max)  # so its row is exp(-inf) = 0
             scores -= row_max
             xp.exp(scores, out=scores)
             row_sum = scores.sum(axis=-1, keepdims=True)
-            if per_row:
-                row_sum[row_sum == 0.0] = 1.0  # such a row stays all zeros
+            if per_row:  # such a row sums to 0: divide by the tiniest float, the row stays all zeros
+                xp.maximum(row_sum, xp.finfo(scores.dtype).tiny, out=row_sum)  # (any other row sums to >= 1)
             scores *= 1.0 / row_sum
         probs = scores  # (B, Hkv, G*T, S)
 
@@ -191,6 +215,7 @@ def scaled_dot_product_attention(
     scale: float | None = None,
     key_padding_mask: Any = None,
     query_start: Any = None,
+    attn_mask: Any = None,
 ) -> Any:
     """softmax(q k^T / sqrt(head_dim) + mask) v for q (B, H, T, D) and k, v (B, H_kv, S, D).
 
@@ -198,5 +223,7 @@ def scaled_dot_product_attention(
     ``key_padding_mask`` (B, S) bool, True for real keys; ``query_start`` (B,) ints, the key index
     of each row's first query (rows whose caches hold different lengths). Example: two rows, the
     second left-padded by one, ``key_padding_mask=[[True, True, True], [False, True, True]]``.
+    ``attn_mask``: instead of those (and with ``is_causal=False``), the additive mask
+    (B, 1, 1, T, S) that ``row_mask`` builds from them, made once and shared by every layer.
     """
-    return ScaledDotProductAttention(is_causal, dropout_p, scale, key_padding_mask, query_start)(q, k, v)
+    return ScaledDotProductAttention(is_causal, dropout_p, scale, key_padding_mask, query_start, attn_mask)(q, k, v)
