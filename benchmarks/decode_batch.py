@@ -18,6 +18,11 @@ torch is installed.
     python benchmarks/decode_batch.py --shape 384,6,6,1024        # the gpu preset's shape, random weights
     python benchmarks/decode_batch.py --products
     python benchmarks/decode_batch.py --products --cached     # the weight stays in cache: the arithmetic alone
+    python benchmarks/decode_batch.py --breakdown --rows 1 4  # where a step's time goes, op by op (as served)
+
+--breakdown times every op (``Function``) of a step and, inside the Linear ops, the products, for
+each row count, and prints what a batched step would cost if only its products grew with the rows:
+the most batching can gain while the products cost what they cost here.
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ def main() -> None:
     parser.add_argument("--products", action="store_true", help="time one weight shape instead of the model")
     parser.add_argument("--cached", action="store_true",
                         help="with --products: one copy of the weight, so it stays in the CPU's cache")
+    parser.add_argument("--breakdown", action="store_true", help="time each op of a step as served, per row count")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (1 is steadiest on a shared machine)")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     if args.products:
         products(args)
+    elif args.breakdown:
+        breakdown(args)
     else:
         model_steps(args)
 
@@ -62,27 +70,42 @@ def report(title: str, unit: str, rows: list[int], times: dict[str, dict[int, li
         print(f"{n:>5} " + " ".join(cells), flush=True)
 
 
-def model_steps(args: argparse.Namespace) -> None:
-    import numpy as np
-
+def load_model(args: argparse.Namespace) -> tuple:
+    """The model (SmolLM2, --model, or random weights of --shape) in eval mode, and its name."""
     import tinyllm as tl
-    from tinyllm.autograd import Tensor, no_grad
     from tinyllm.cli import default_model_path
-    from tinyllm.nn.weight_layout import input_major_weights
 
-    backend = tl.set_backend("numpy", seed=0)
     if args.shape:  # random weights of that shape: how the layout does for models of other sizes
         dim, n_layers, n_heads, vocab_size = (int(v) for v in args.shape.split(","))
         from tinyllm.models import ModelConfig, Transformer
 
         model = Transformer(ModelConfig(vocab_size=vocab_size, dim=dim, n_layers=n_layers, n_heads=n_heads,
                                         max_seq_len=512))
-        name = f"random weights, dim {dim}, {n_layers} layers, vocabulary {vocab_size}"
-    else:
-        path = args.model or default_model_path()
-        model, _ = tl.load_pretrained(path, max_seq_len=512)
-        name = Path(path).name
-    model.eval()
+        return model.eval(), f"random weights, dim {dim}, {n_layers} layers, vocabulary {vocab_size}"
+    path = args.model or default_model_path()
+    model, _ = tl.load_pretrained(path, max_seq_len=512)
+    return model.eval(), Path(path).name
+
+
+def fill_rows(model, cache, n: int, rng) -> None:
+    """Prefill rows 0 .. n-1 of ``cache``, each with its own prompt length, as in a server."""
+    from tinyllm.autograd import Tensor
+
+    cache.reset()
+    for r in range(n):
+        ids = rng.integers(0, model.config.vocab_size, (1, 24 + 5 * r))
+        model(Tensor(ids), cache=cache.rows(r, r + 1), last_only=True)
+
+
+def model_steps(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    import tinyllm as tl
+    from tinyllm.autograd import Tensor, no_grad
+    from tinyllm.nn.weight_layout import input_major_weights
+
+    backend = tl.set_backend("numpy", seed=0)
+    model, name = load_model(args)
     plain = {name: p.data.copy() for name, p in model.named_parameters()}
     input_major_weights(model)
     laid_out = {name: p.data for name, p in model.named_parameters()}
@@ -96,10 +119,7 @@ def model_steps(args: argparse.Namespace) -> None:
         backend.pad_small_batches = setting == "tinyllm"
 
     def step_ms(n: int) -> float:
-        cache.reset()
-        for r in range(n):  # each row its own prompt length, as in a server
-            ids = rng.integers(0, model.config.vocab_size, (1, 24 + 5 * r))
-            model(Tensor(ids), cache=cache.rows(r, r + 1), last_only=True)
+        fill_rows(model, cache, n, rng)
         times = []
         for _ in range(args.steps):
             ids = rng.integers(0, model.config.vocab_size, (n, 1))
@@ -116,6 +136,66 @@ def model_steps(args: argparse.Namespace) -> None:
                 for n in args.rows:
                     times[setting][n].append(step_ms(n))
     report(f"{name}: one decode step (model only, {args.threads} BLAS thread(s))", "ms", args.rows, times)
+
+
+def breakdown(args: argparse.Namespace) -> None:
+    import collections
+
+    import numpy as np
+
+    import tinyllm as tl
+    from tinyllm.autograd import Tensor, no_grad
+    from tinyllm.autograd.function import Function
+    from tinyllm.nn.weight_layout import input_major_weights
+
+    backend = tl.set_backend("numpy", seed=0)
+    model, name = load_model(args)
+    input_major_weights(model)
+    cache = model.new_cache(batch_size=max(args.rows))
+    rng = np.random.default_rng(0)
+    spent: dict[str, float] = collections.defaultdict(float)
+    call, product = Function.__call__, type(backend).matmul
+
+    def timed_call(self, *inputs, **kwargs):  # every op, by its class name
+        start = time.perf_counter()
+        out = call(self, *inputs, **kwargs)
+        spent[type(self).__name__] += time.perf_counter() - start
+        return out
+
+    def timed_product(self, a, b):  # the products inside the Linear ops
+        start = time.perf_counter()
+        out = product(self, a, b)
+        spent["  of which products"] += time.perf_counter() - start
+        return out
+
+    Function.__call__, type(backend).matmul = timed_call, timed_product
+    rounds: dict[int, list[dict[str, float]]] = {n: [] for n in args.rows}
+    try:
+        with no_grad():
+            for _ in range(args.repeats):
+                for n in args.rows:
+                    fill_rows(model, cache, n, rng)
+                    spent.clear()
+                    start = time.perf_counter()
+                    for _ in range(args.steps):
+                        model(Tensor(rng.integers(0, model.config.vocab_size, (n, 1))), cache=cache.rows(0, n),
+                              last_only=True)
+                    spent["whole step"] = time.perf_counter() - start
+                    rounds[n].append({k: v / args.steps * 1e3 for k, v in spent.items()})
+    finally:
+        Function.__call__, type(backend).matmul = call, product
+    ms = {n: {k: statistics.median(r.get(k, 0.0) for r in rounds[n]) for k in rounds[n][0]} for n in args.rows}
+    first = args.rows[0]
+    print(f"\n{name}: one decode step as served, ms per step by op (medians of {args.repeats} rounds x {args.steps} steps)")
+    print(f"{'op':<28} " + " ".join(f"{f'{n} rows':>9}" for n in args.rows))
+    for key in sorted(ms[args.rows[-1]], key=lambda k: -ms[args.rows[-1]][k]):
+        print(f"{key:<28} " + " ".join(f"{ms[n].get(key, 0.0):>9.2f}" for n in args.rows))
+    t1, p1 = ms[first]["whole step"], ms[first]["  of which products"]
+    for n in args.rows[1:]:
+        tn, pn = ms[n]["whole step"], ms[n]["  of which products"]
+        best = t1 + pn - p1  # everything but the products as cheap as with the first row count
+        print(f"{n} rows: {n * t1 / tn:.2f}x the tokens/s of {first} row(s) (step {tn:.1f} vs {t1:.1f} ms); if only "
+              f"the products grew with the rows: {n * t1 / best:.2f}x (products {pn:.1f} vs {p1:.1f} ms)")
 
 
 def products(args: argparse.Namespace) -> None:
