@@ -157,13 +157,13 @@ class ScaledDotProductAttention(Function):
                 scores5 += future
             # Row softmax, in place.
             row_max = scores.max(axis=-1, keepdims=True)
-            if per_row:  # a query that may see no key has max -inf: subtract the lowest float instead,
-                xp.maximum(row_max, xp.finfo(scores.dtype).min, out=row_max)  # so its row is exp(-inf) = 0
+            if per_row:  # a query that may see no key: max -inf; subtract 0 instead, so its row is exp(-inf) = 0
+                row_max[row_max == -xp.inf] = 0.0
             scores -= row_max
             xp.exp(scores, out=scores)
             row_sum = scores.sum(axis=-1, keepdims=True)
-            if per_row:  # such a row sums to 0: divide by the tiniest float, the row stays all zeros
-                xp.maximum(row_sum, xp.finfo(scores.dtype).tiny, out=row_sum)  # (any other row sums to >= 1)
+            if per_row:
+                row_sum[row_sum == 0.0] = 1.0  # such a row stays all zeros
             scores *= 1.0 / row_sum
         probs = scores  # (B, Hkv, G*T, S)
 
