@@ -85,12 +85,13 @@ def test_query_start_gradcheck_and_matches_each_row_alone(T: int, B: int, seed: 
         np.testing.assert_allclose(out[b], to_numpy(alone)[0], atol=1e-12, rtol=1e-10)
 
 
-@given(padded_attention(), st.integers(0, 2))
-def test_a_prebuilt_attn_mask_equals_the_mask_built_from_padding_and_starts(case: tuple, extra_keys: int) -> None:
+@given(padded_attention(), st.integers(0, 2), st.integers(0, 2**16))
+def test_a_prebuilt_attn_mask_equals_the_mask_built_from_padding_and_starts(case: tuple, extra_keys: int,
+                                                                            seed: int) -> None:
     """What a model does: row_mask built once, handed to the op as attn_mask (is_causal=False)."""
     q, k, v, mask, _ = case
     B, T = mask.shape
-    rng = np.random.default_rng(extra_keys)
+    rng = np.random.default_rng(seed)
     starts = rng.integers(0, extra_keys + 1, size=B)  # row b's first query at key starts[b]
     S = T + extra_keys
     pad = np.concatenate([np.ones((B, extra_keys), bool), mask], axis=1)  # (B, S): the extra (cached) keys are real
