@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ...backends import get_backend
 from ..function import Function
 from .arithmetic import sum_to
 
 
 def _raw_index(index: Any) -> Any:
-    """Replace Tensors inside an index by their arrays."""
+    """Replace Tensors inside an index by their arrays, and host (NumPy) arrays by the backend's.
+
+    On CuPy an index array must live on the GPU like the data it indexes: a NumPy array there would
+    be refused by ``xp.where`` and, worse, not recognised as an advanced index by the backward below
+    (which would then assign where it must add).
+    """
     from ..tensor import Tensor
 
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, tuple):
         return tuple(_raw_index(i) for i in index)
+    if isinstance(index, np.ndarray):
+        return get_backend().asarray(index)  # NumPy backend: the same array, no copy
     if isinstance(index, list):
         array = get_backend().xp.asarray(index)
         # x[[]] selects nothing, as in NumPy; asarray([]) alone would be a float array, not an index.
