@@ -35,6 +35,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..autograd.ops.cross_entropy import cross_entropy
+from ..autograd.ops.embedding import first_out_of_range
 from ..backends import get_backend
 from ..nn.block import TransformerBlock
 from ..nn.embedding import Embedding
@@ -119,8 +120,8 @@ class Transformer(Module):
         rows = None
         if attention_mask is not None or (cache is not None and not cache.uniform):
             rows = row_positions(B, T, attention_mask, cache.lengths if cache is not None else None)
-        if idx.size and (int(idx.data.min()) < 0 or int(idx.data.max()) >= c.vocab_size):
-            bad = int(idx.data.min()) if int(idx.data.min()) < 0 else int(idx.data.max())
+        bad = first_out_of_range(idx.data, c.vocab_size)
+        if bad is not None:
             raise IndexError(f"token id {bad} is out of range for vocab_size={c.vocab_size} (valid: 0..{c.vocab_size - 1})")
 
         xp = get_backend().xp

@@ -17,6 +17,21 @@ from ..function import Function
 from .indexing import _raw_index
 
 
+def first_out_of_range(ids: Any, n: int) -> int | None:
+    """The first id outside 0..n-1 (in row-major order), or None when all are valid.
+
+    The check must happen: on a GPU an out-of-range row index is not an error, CuPy wraps it around and
+    reads another row silently. It reads one boolean back from the device (one synchronisation); the
+    offending id is looked up only when there is one.
+    """
+    if not ids.size:
+        return None
+    outside = (ids < 0) | (ids >= n)
+    if not outside.any():
+        return None
+    return int(ids.reshape(-1)[outside.reshape(-1).argmax()])
+
+
 class Embedding(Function):
     def __init__(self, ids: Any) -> None:
         self.ids = _raw_index(ids)
@@ -26,8 +41,8 @@ class Embedding(Function):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding ids must be integers, not {ids.dtype}")
         n_rows = weight.shape[0]
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_rows):
-            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+        bad = first_out_of_range(ids, n_rows)
+        if bad is not None:
             raise IndexError(f"embedding: id {bad} is out of range for a table of {n_rows} rows (valid: 0..{n_rows - 1})")
         self.weight_shape = weight.shape
         self.dtype = weight.dtype
