@@ -41,6 +41,9 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
     if isinstance(data, np.ndarray | np.generic):
         return xp.asarray(data, dtype=dtype)
+    if type(data) in (bool, int, float):  # a Python number (loss * 0.5): made on the device, no host copy
+        dtype = dtype or (DEFAULT_DTYPE if type(data) is float else np.result_type(data))
+        return xp.full((), data, dtype=dtype)
     array = np.asarray(data)
     if dtype is None and array.dtype == np.float64:
         dtype = DEFAULT_DTYPE  # plain Python floats: float32 by default
