@@ -33,6 +33,14 @@ SHAKESPEARE = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 STAND_IN_SPEECH = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
 
 
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child process (an example, the server, an MPI rank): this repository first, then the
+    paths this run already had. The GPU check puts its carried wheels (gguf) there, and the simulated CuPy
+    (tests/simulated_cupy) lives there; a child that dropped them would fail where the parent works."""
+    inherited = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join([str(REPO_ROOT)] + ([inherited] if inherited else []))
+
+
 def shakespeare_text(chars: int) -> str:
     """The first ``chars`` characters of Tiny Shakespeare, or (a bare clone) as many of a repeated speech."""
     if SHAKESPEARE.exists():
@@ -97,3 +105,10 @@ def to_numpy(array) -> np.ndarray:
     if isinstance(array, tl.Tensor):
         return array.numpy()
     return np.asarray(tl.get_backend().to_host(array))
+
+
+def on_device(array) -> object:
+    """A host array copied to the backend under test (itself on NumPy): what tests hand a model or optimizer."""
+    import tinyllm as tl
+
+    return tl.get_backend().asarray(array)

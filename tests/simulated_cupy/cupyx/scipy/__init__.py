@@ -1,0 +1,3 @@
+"""``cupyx.scipy`` of the simulated CuPy."""
+
+from . import special  # noqa: F401

@@ -1,0 +1,182 @@
+"""The CuPy code paths, run on a CPU through a simulated CuPy (tests/simulated_cupy): no GPU needed.
+
+A GPU comes to this project only now and then, so the CuPy backend must be right before one runs it.
+``tests/simulated_cupy`` is a stand-in ``cupy`` package: NumPy underneath, CuPy's rules on top (a device
+array refuses ``np.asarray``, a host array in a device operation is a TypeError, reading a value back is
+counted as a synchronisation...). Each test here runs in a child process with that package first on the
+path and ``TINYLLM_BACKEND=cupy``, so tinyllm's real ``CupyBackend`` runs on it (with
+``TINYLLM_KERNELS=0``: the CUDA kernels have their own GPU tests, ``tests/test_cuda_kernels.py``). The
+test process itself never imports the stand-in, so nothing else here mistakes it for CuPy.
+
+Run any test file the same way::
+
+    PYTHONPATH=$PWD/tests/simulated_cupy:$PWD TINYLLM_BACKEND=cupy TINYLLM_KERNELS=0 python -m pytest tests/test_model.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, SHAKESPEARE
+
+SIMULATED = REPO_ROOT / "tests" / "simulated_cupy"
+
+
+def simulated_env() -> dict[str, str]:
+    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    path = os.pathsep.join([str(SIMULATED), str(REPO_ROOT), *inherited])
+    return {**os.environ, "PYTHONPATH": path, "TINYLLM_BACKEND": "cupy", "TINYLLM_KERNELS": "0", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def run_python(code: str, *args: str, timeout: int = 120, cwd=REPO_ROOT) -> subprocess.CompletedProcess:  # noqa: ANN001
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                            env=simulated_env(), cwd=cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def test_the_stand_in_enforces_cupys_rules() -> None:
+    code = r'''
+import numpy as np, cupy, cupyx
+assert cupy.SIMULATED
+a = cupy.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+host = np.ones(3, np.float32)
+
+def raises(kind, f):
+    try:
+        f()
+    except kind as error:
+        return str(error)
+    raise AssertionError(f"no {kind.__name__}")
+
+assert "Implicit conversion" in raises(TypeError, lambda: np.asarray(a))
+assert "Unsupported type" in raises(TypeError, lambda: a + host)            # a host array in a device op
+assert "Unsupported type" in raises(TypeError, lambda: cupy.where(a > 1, host, 0))
+assert "fill" in raises(ValueError, lambda: a.__setitem__((0, slice(None)), host))
+assert "wraps" in raises(IndexError, lambda: a[cupy.asarray(np.array([5]))])
+assert "has no attribute" in raises(AttributeError, lambda: cupy.random.Generator(cupy.random.Philox4x3210(0)).normal)
+assert "has no attribute" in raises(AttributeError, lambda: a.ctypes)    # NumPy's, not CuPy's
+assert not hasattr(cupy.random.Philox4x3210(0), "state")                # nothing to save in a checkpoint
+s = a.sum()
+assert isinstance(s, cupy.ndarray) and s.shape == ()                     # a 0-d device array, not a number
+assert isinstance(np.exp(a), cupy.ndarray)                                # NumPy's ufuncs dispatch to the device
+cupy.reset_counts()
+float(s); a.get(); bool(a[0, 0] > 0)
+assert dict(cupy.transfers) == {"sync": 2, "to_host": 1}, cupy.transfers
+t = cupy.zeros(3, dtype=np.float32)
+cupyx.scatter_add(t, cupy.asarray(np.array([0, 2, 0])), cupy.asarray(np.array([1.0, 2.0, 3.0], np.float32)))
+assert t.tolist() == [4.0, 0.0, 2.0]
+import tinyllm as tl
+assert tl.get_backend().name == "cupy" and "simulated" in tl.get_backend().device_name()
+print("ok")
+'''
+    assert run_python(code).stdout.strip() == "ok"
+
+
+def test_host_index_arrays_go_to_the_device_and_repeated_rows_add_their_gradients() -> None:
+    code = r'''
+import numpy as np, tinyllm as tl
+from tinyllm.nn import functional as F
+x = tl.tensor(np.arange(6, dtype=np.float32).reshape(3, 2), requires_grad=True)
+x[np.array([0, 0, 2])].sum().backward()                     # row 0 taken twice: its gradient is 2
+assert tl.get_backend().to_host(x.grad.data).tolist() == [[2, 2], [0, 0], [1, 1]], x.grad
+logits = tl.tensor(np.zeros((2, 4), np.float32), requires_grad=True)
+loss = F.cross_entropy(logits, np.array([1, 3]))             # NumPy targets, device logits
+assert abs(loss.item() - np.log(4)) < 1e-6
+print("ok")
+'''
+    assert run_python(code).stdout.strip() == "ok"
+
+
+def test_a_training_step_reads_back_only_the_values_it_needs() -> None:
+    """The step's synchronisations, counted by where they happen: a new one must be added here on purpose.
+
+    Per micro-batch: the model's and the embedding's checks that every token id is in range (on a GPU
+    an out-of-range id would read another row silently), the cross-entropy's check of the target ids,
+    and the loss (read after backward is queued); per step: the gradient norm (the divergence guard and
+    clipping need it before the update). No array is copied either way (the batches come on the device;
+    ``loss * 0.5`` makes its 0.5 on the device).
+    """
+    code = r'''
+import collections, json, traceback
+import numpy as np, cupy, tinyllm as tl
+from tinyllm.models import ModelConfig, Transformer
+from tinyllm.train import TrainConfig, configure_optimizer, train_step
+tl.set_backend("cupy", seed=0)
+model = Transformer(ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16, dropout=0.1))
+optimizer = configure_optimizer(model, TrainConfig(lr=1e-2))
+rng = np.random.default_rng(0)
+batches = [(ids[:, :-1], ids[:, 1:]) for ids in (tl.get_backend().asarray(rng.integers(0, 64, (4, 17))) for _ in range(2))]
+train_step(model, optimizer, batches[:1], 1e-2, 1.0)   # the first step creates AdamW's state
+where = collections.Counter()
+read = cupy.ndarray._sync_read
+def counted(self):
+    frame = traceback.extract_stack(limit=3)[0]
+    where[frame.filename.rsplit("/tinyllm/", 1)[-1] + ":" + frame.name] += 1
+    return read(self)
+cupy.ndarray._sync_read = counted
+rows = {}
+for n in (1, 2):
+    cupy.reset_counts(); where.clear()
+    train_step(model, optimizer, batches[:n], 1e-2, 1.0)
+    rows[n] = {"transfers": dict(cupy.transfers), "where": dict(where)}
+print(json.dumps(rows))
+'''
+    rows = json.loads(run_python(code).stdout)
+    for n in ("1", "2"):
+        k = int(n)
+        assert rows[n]["where"] == {
+            "autograd/ops/embedding.py:first_out_of_range": 2 * k,  # Transformer.forward's check, then the Embedding op's
+            "autograd/ops/cross_entropy.py:forward": k,
+            "autograd/tensor.py:item": k,
+            "optim/clip.py:clip_grad_norm_": 1,
+        }, rows[n]
+        assert rows[n]["transfers"] == {"sync": 4 * k + 1}, rows[n]  # and no copies: the batches were on the device
+
+
+def test_the_examples_train_resume_and_generate_on_the_simulated_gpu(tmp_path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:60_000] if SHAKESPEARE.exists() else
+                    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 800, encoding="utf-8")
+    out = tmp_path / "run"
+    common = ["--preset", "tiny", "--data", str(text), "--out-dir", str(out), "--no-progress", "--eval-interval", "5"]
+
+    def example(*args: str) -> str:
+        result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=180, env=simulated_env(),
+                                cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        return result.stdout
+
+    train = str(REPO_ROOT / "examples" / "train_shakespeare.py")
+    first = example(train, *common, "--max-steps", "6", "--sample-tokens", "0")
+    assert "simulated GPU" in first and "step 6" in first
+    resumed = example(train, *common, "--resume", "--max-steps", "10", "--sample-tokens", "0")
+    assert "step 10" in resumed
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("kind") == "eval"][-1] == 10
+    generated = example(str(REPO_ROOT / "examples" / "generate.py"), "--model", str(out / "best"), "--prompt", "ROMEO:",
+                        "--max-new-tokens", "8", "--temperature", "0")
+    assert generated.startswith("ROMEO:")
+    quantized = example(str(REPO_ROOT / "examples" / "generate.py"), "--model", str(out / "best"), "--prompt", "ROMEO:",
+                        "--max-new-tokens", "8", "--temperature", "0", "--quantize", "int8")
+    assert quantized.startswith("ROMEO:")
+
+
+# The files the GPU check runs first (scripts/gpu_check.sh, FAST), plus batched generation and LoRA.
+SUITE = ["test_autograd_core.py", "test_fused.py", "test_float32_everywhere.py", "test_resume_exact.py", "test_model.py",
+         "test_nn.py", "test_optim.py", "test_sampling.py", "test_checkpoint.py", "test_amp.py",
+         "test_batch_generation.py", "test_lora.py"]
+# Needs ml_dtypes' bfloat16 on a real CuPy (NumPy's matmul turns bfloat16 into float32): the GPU runs it.
+NOT_SIMULATED = ["tests/test_amp.py::test_bfloat16_runs_on_cupy_and_is_a_clear_error_on_numpy"]
+
+
+def test_the_gpu_checks_first_test_files_pass_on_the_simulated_gpu() -> None:
+    """What scripts/gpu_check.sh runs first on a GPU passes here first: a host/device mix-up in the library
+    or in a test fails on the CPU, not in a GPU session's few minutes."""
+    args = [f"tests/{name}" for name in SUITE] + [a for test in NOT_SIMULATED for a in ("--deselect", test)]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args],
+                            capture_output=True, text=True, timeout=600, env=simulated_env(), cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
