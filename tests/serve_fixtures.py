@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import FIXTURES, REPO_ROOT
+from conftest import FIXTURES, child_pythonpath
 
 API_KEY = "test-key"
 MODEL_ID = "tiny-chat"
@@ -80,7 +80,7 @@ def free_port() -> int:
 
 def start_server(checkpoint: Path, *extra: str) -> Server:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "tinyllm.serve", "--checkpoint", str(checkpoint), "--port", str(port),
                "--model-name", MODEL_ID, *extra]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, to_numpy
+from conftest import FIXTURES, on_device, to_numpy
 from safetensors.numpy import load_file
 
 import tinyllm as tl
@@ -77,8 +77,8 @@ def test_a_parameter_whose_first_gradient_comes_at_step_3_moves_lr() -> None:
     early, late = Parameter(np.zeros(1)), Parameter(np.zeros(1))
     opt = AdamW([early, late], lr=0.1, betas=(0.9, 0.999), weight_decay=0.0)
     for step in range(1, 4):
-        early.grad = np.array([1.0])
-        late.grad = np.array([1.0]) if step == 3 else None
+        early.grad = on_device(np.array([1.0]))
+        late.grad = on_device(np.array([1.0])) if step == 3 else None
         opt.step()
     assert float(late.data[0]) == pytest.approx(-0.1, abs=1e-6)
     assert opt.param_steps == [3, 1]
@@ -91,7 +91,7 @@ def test_optimizers_accept_frozen_parameters_and_skip_them() -> None:
         trained = Parameter(np.ones(2))
         opt = make([frozen, trained])
         for _ in range(2):
-            trained.grad = np.ones(2)
+            trained.grad = on_device(np.ones(2))
             opt.step()
         np.testing.assert_array_equal(to_numpy(frozen.data), [1.0, 1.0])
         assert float(trained.data[0]) < 1.0
@@ -184,7 +184,7 @@ def test_an_old_checkpoint_with_one_global_step_still_loads(tmp_path) -> None:
 
 def test_a_bad_saved_step_is_refused() -> None:
     p = Parameter(np.zeros(2))
-    p.grad = np.ones(2)
+    p.grad = on_device(np.ones(2))
     opt = AdamW([p])
     opt.step()
     state = opt.state_dict()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, child_pythonpath
 
 from tinyllm.checkpoint import load_checkpoint
 
@@ -18,7 +18,7 @@ TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nS
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TINYLLM_BACKEND"}
-    env |= {"PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    env |= {"PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(TRAIN), *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd, env=env)
 

@@ -13,14 +13,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHAKESPEARE, cupy_skip_reason
+from tests.conftest import REPO_ROOT, SHAKESPEARE, child_pythonpath, cupy_skip_reason
 from tinyllm.backends import backend_name_from_environment
 
 NO_CUPY = cupy_skip_reason() is not None
 
 
 def run(args: list[str], backend: str | None, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1"}
     env.pop("TINYLLM_BACKEND", None)
     if backend is not None:
         env["TINYLLM_BACKEND"] = backend

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, shakespeare_text
+from conftest import REPO_ROOT, child_pythonpath, on_device, shakespeare_text, to_numpy
 
 import tinyllm as tl
 import tinyllm.distributed as dist
@@ -44,9 +44,14 @@ def mpiexec_path() -> str:
 
 
 def plain_env() -> dict[str, str]:
-    """This environment without any launcher's variables, with the checkout importable and one BLAS thread."""
+    """This environment without any launcher's variables, with the checkout importable and one BLAS thread.
+
+    The ranks run on NumPy even in a CuPy test run: these tests are about MPI, and several ranks on one GPU
+    is not a setup NCCL accepts (the GPU check tests NCCL with one rank, benchmarks/distributed.py --one-rank).
+    """
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
-    return env | {"PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return env | {"PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                  "TINYLLM_BACKEND": "numpy"}
 
 
 def run_mpiexec(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -225,6 +230,7 @@ def fresh_process_group(monkeypatch):
 
 
 def test_mpiexec_without_mpi4py_is_a_clear_error(fresh_process_group):
+    tl.set_backend("numpy", seed=0)  # MPI is the NumPy backend's transport (CuPy's is NCCL)
     fresh_process_group.setenv("PMI_RANK", "0")
     fresh_process_group.setenv("PMI_SIZE", "2")
     fresh_process_group.setitem(sys.modules, "mpi4py", None)  # "import mpi4py" now raises ImportError
@@ -234,6 +240,7 @@ def test_mpiexec_without_mpi4py_is_a_clear_error(fresh_process_group):
 
 
 def test_torchrun_variables_on_the_numpy_backend_ask_for_mpiexec(fresh_process_group):
+    tl.set_backend("numpy", seed=0)
     for name, value in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}.items():
         fresh_process_group.setenv(name, value)
     with pytest.raises(dist.DistributedError, match=r"numpy backend, which communicates through MPI: launch with "
@@ -281,11 +288,11 @@ def test_all_reduce_gradients_averages_what_the_communicator_sums(fresh_process_
 
     fresh_process_group.setattr(process_group, "_communicator", TwoEqualRanks())
     params = [tl.Tensor(np.zeros(3, dtype), requires_grad=True) for dtype in (np.float32, np.float16, np.float32)]
-    params[0].grad = np.array([1.0, -2.0, 3.5], np.float32)
-    params[1].grad = np.array([40000.0, 1.0, -0.5], np.float16)  # doubled in float16 it would overflow
+    params[0].grad = on_device(np.array([1.0, -2.0, 3.5], np.float32))
+    params[1].grad = on_device(np.array([40000.0, 1.0, -0.5], np.float16))  # doubled in float16 it would overflow
     frozen = tl.Tensor(np.zeros(2, np.float32))
     dist.all_reduce_gradients([*params, frozen])
-    np.testing.assert_array_equal(params[0].grad, [1.0, -2.0, 3.5])
+    np.testing.assert_array_equal(to_numpy(params[0].grad), [1.0, -2.0, 3.5])
     assert params[1].grad.dtype == np.float16 and params[1].grad.tolist() == [40000.0, 1.0, -0.5]
     assert params[2].grad is None and frozen.grad is None
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, cupy_skip_reason
+from conftest import REPO_ROOT, child_pythonpath, cupy_skip_reason
 
 from tinyllm.checkpoint import load_checkpoint, save_checkpoint
 from tinyllm.models import ModelConfig, Transformer
@@ -34,7 +34,7 @@ TINY = ("--preset", "tiny", "--vocab-size", "280", "--block-size", "16", "--batc
 
 
 def run(script: Path, *args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), **(env or {})}
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=cwd,
                           env=env, stdin=subprocess.DEVNULL)
 
@@ -300,7 +300,7 @@ def test_the_resume_hint_keeps_every_flag_and_adds_resume():
 def test_ctrl_c_prints_the_command_as_run_plus_resume(tmp_path, texts):
     out = tmp_path / "out"
     args = [*TINY, "--max-steps", "100000", "--data", str(texts[0]), "--out-dir", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "PYTHONUNBUFFERED": "1"}
     # A shell that starts pytest in the background (CI's may) makes SIGINT ignored, and the child
     # would inherit that: give it the default disposition, as a terminal's foreground job has.
     process = subprocess.Popen([sys.executable, str(TRAIN), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

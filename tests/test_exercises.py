@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, child_pythonpath
 
 import tinyllm as tl
 
@@ -56,7 +56,7 @@ def test_running_an_exercise_says_what_is_wrong(tmp_path) -> None:
     """As a learner runs it: the untouched stub exits non-zero with the checker's message."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "exercises" / "02_sum_to.py")], capture_output=True, text=True, cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=60,
+        env={"PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=60,
     )
     assert result.returncode != 0
     assert "sum_to(grad of shape (2, 3), (3,)) has shape (2, 3)" in result.stderr

@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, REPO_ROOT, SHAKESPEARE, to_numpy
+from conftest import FIXTURES, REPO_ROOT, SHAKESPEARE, child_pythonpath, on_device, to_numpy
 from gguf import GGUFReader
 
 import tinyllm as tl
@@ -61,7 +61,7 @@ def rounded(model: Transformer, dtype: str, matrices_only: bool) -> Transformer:
             continue
         values = to_numpy(param.data)
         stored = convert(values, dtype)
-        param.data[...] = bf16_to_float32(stored) if dtype == "bfloat16" else stored.astype(np.float32)
+        param.data[...] = on_device(bf16_to_float32(stored) if dtype == "bfloat16" else stored.astype(np.float32))
     return copied
 
 
@@ -405,7 +405,7 @@ def test_export_example_writes_and_refuses_to_overwrite(tokenizer, tmp_path) -> 
 
     tokenizer.save(tmp_path / "tok.json")
     save_checkpoint(tmp_path / "ckpt", make_model(tokenizer), tokenizer_path=tmp_path / "tok.json")
-    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"}
+    env = {"PYTHONPATH": child_pythonpath(), "PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "export.py"), *args], capture_output=True,
@@ -431,7 +431,7 @@ def test_a_lora_merged_model_exports_to_both_formats_with_its_adapted_logits(tok
     model = make_model(tokenizer)
     apply_lora(model, r=4, target_modules=("wq", "wv", "w_down"))
     for p in lora_parameters(model):  # B starts at zero: make the adapter change the model
-        p.data[...] = np.random.default_rng(3).standard_normal(p.data.shape).astype(np.float32) * 0.05
+        p.data[...] = on_device(np.random.default_rng(3).standard_normal(p.data.shape).astype(np.float32) * 0.05)
     ids = ids_of(tokenizer)
     adapted = logits(model, ids)
     merged = merge_lora(model)

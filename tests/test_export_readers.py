@@ -17,6 +17,7 @@ import pytest
 from conftest import FIXTURES, SHAKESPEARE, to_numpy
 
 import tinyllm as tl
+from tinyllm.backends import backend_name_from_environment
 from tinyllm.export import save_gguf, save_pretrained
 from tinyllm.models import ModelConfig, Transformer
 from tinyllm.pretrained import find_smollm2
@@ -32,7 +33,7 @@ def exported(tmp_path_factory):
     """(model, tokenizer, folder with model.gguf (f32), model-q8_0.gguf, model-q4_0.gguf and hf/)."""
     text = SHAKESPEARE.read_text(encoding="utf-8")[:30_000] if SHAKESPEARE.exists() else VARIED_TEXT * 50
     tokenizer = BPETokenizer.train(text, vocab_size=320)
-    tl.set_backend("numpy", seed=0)
+    tl.set_backend(backend_name_from_environment(), seed=0)  # the backend under test, as every test here runs on
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
                                     max_seq_len=512)).eval()
     model.tok_embeddings.weight.data *= 50  # peaked predictions: no near-ties for greedy decoding

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import FIXTURES, REPO_ROOT
+from conftest import FIXTURES, REPO_ROOT, child_pythonpath
 
 SCRIPT = REPO_ROOT / "examples" / "finetune.py"
 GENERATE = REPO_ROOT / "examples" / "generate.py"
@@ -15,7 +15,7 @@ MODEL = FIXTURES / "reference" / "hf_llama_dir"
 
 
 def run(script, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FIXTURES, REPO_ROOT
+from conftest import FIXTURES, REPO_ROOT, child_pythonpath
 
 from tinyllm.pretrained import find_smollm2
 
@@ -15,7 +15,7 @@ SCRIPT = REPO_ROOT / "examples" / "generate.py"
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], input=stdin, capture_output=True, text=True, timeout=120, env=env
     )

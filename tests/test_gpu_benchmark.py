@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, child_pythonpath
 
 
 def test_the_gpu_benchmark_runs_on_numpy_with_tiny_shapes(tmp_path):
     out = tmp_path / "bench.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "benchmarks/gpu_train.py", "--backend", "numpy", "--tiny", "--skip", "torch", "--steps", "2",
          "--precisions", "fp32,fp16,bf16", "--new-tokens", "6", "--prompt-tokens", "3", "--json", str(out)],

@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import on_device
 
 import tinyllm as tl
 from tinyllm.autograd import gradcheck
@@ -28,7 +29,7 @@ def model_with_lora(seed: int = 0, **kwargs) -> Transformer:
 def randomize_b(model: Transformer, seed: int = 1, std: float = 0.05) -> None:
     rng = np.random.default_rng(seed)
     for layer in lora_layers(model).values():
-        layer.lora_B.data[...] = rng.normal(0, std, layer.lora_B.shape)
+        layer.lora_B.data[...] = on_device(rng.normal(0, std, layer.lora_B.shape))
 
 
 def test_lora_linear_gradcheck_float64():
@@ -36,7 +37,7 @@ def test_lora_linear_gradcheck_float64():
     base = Linear(6, 5, bias=True)
     base.to(np.float64)
     layer = LoRALinear(base, r=3, alpha=6.0)
-    layer.lora_B.data[...] = rng.standard_normal((5, 3))  # B = 0 would hide A's gradient
+    layer.lora_B.data[...] = on_device(rng.standard_normal((5, 3)))  # B = 0 would hide A's gradient
     x = tl.tensor(rng.standard_normal((2, 4, 6)), requires_grad=True)
 
     def fn(x, a, b):  # noqa: ANN001, ANN202
@@ -53,7 +54,7 @@ def test_lora_on_a_quantized_base_gradcheck(scheme):
     base = QuantizedLinear.from_linear(Linear(64, 8), scheme)
     layer = LoRALinear(base, r=2, alpha=4.0)
     layer.lora_A.data = layer.lora_A.data.astype(np.float64)
-    layer.lora_B.data = rng.standard_normal((8, 2))
+    layer.lora_B.data = on_device(rng.standard_normal((8, 2)))
     x = tl.tensor(rng.standard_normal((3, 64)), requires_grad=True)
 
     def fn(x, a, b):  # noqa: ANN001, ANN202

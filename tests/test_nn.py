@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import on_device, to_numpy
 
 import tinyllm as tl
 from tinyllm.models import ModelConfig, Transformer
@@ -296,8 +296,8 @@ def test_gqa_equals_mha_with_repeated_kv_weights(n_kv_heads: int, qk_norm: bool)
     mha = Attention(dim, n_heads, n_heads, qk_norm=qk_norm)
     rng = np.random.default_rng(1)
     if qk_norm:  # move the norm weights off their initial ones, so that they matter
-        gqa.q_norm.weight.data += 0.3 * rng.standard_normal(head_dim).astype(np.float32)
-        gqa.k_norm.weight.data += 0.3 * rng.standard_normal(head_dim).astype(np.float32)
+        gqa.q_norm.weight.data += on_device(0.3 * rng.standard_normal(head_dim).astype(np.float32))
+        gqa.k_norm.weight.data += on_device(0.3 * rng.standard_normal(head_dim).astype(np.float32))
     state = {name: to_numpy(array) for name, array in gqa.state_dict().items()}
     for name in ("wk.weight", "wv.weight"):
         # (Hkv * D, dim) -> (H * D, dim): key/value head j serves query heads j*G .. j*G + G-1

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, to_numpy
+from conftest import FIXTURES, on_device, to_numpy
 from safetensors.numpy import load_file
 
 import tinyllm as tl
@@ -67,25 +67,25 @@ def test_adamw_state_dict_round_trip_continues_identically() -> None:
 
     p1, opt1 = make()
     for g in grads:
-        p1.grad = g.copy()
+        p1.grad = on_device(g.copy())
         opt1.step()
     p2, opt2 = make()
     for g in grads[:3]:
-        p2.grad = g.copy()
+        p2.grad = on_device(g.copy())
         opt2.step()
     state = opt2.state_dict()
     p3, opt3 = make()
     p3.data[...] = p2.data
     opt3.load_state_dict(state)
     for g in grads[3:]:
-        p3.grad = g.copy()
+        p3.grad = on_device(g.copy())
         opt3.step()
     np.testing.assert_array_equal(to_numpy(p3.data), to_numpy(p1.data))
 
 
 def test_optimizer_state_dict_rejects_other_shapes() -> None:
     p = Parameter(np.zeros((2, 2)))
-    p.grad = np.ones((2, 2))
+    p.grad = on_device(np.ones((2, 2)))
     opt = AdamW([p])
     opt.step()
     other = AdamW([Parameter(np.zeros((2, 2))), Parameter(np.zeros(3))])
@@ -101,22 +101,22 @@ def test_optimizer_rejects_unknown_group_option() -> None:
 def test_sgd_momentum_matches_formula() -> None:
     p = Parameter(np.array([1.0, 2.0]))
     opt = SGD([p], lr=0.1, momentum=0.9)
-    p.grad = np.array([1.0, 1.0])
+    p.grad = on_device(np.array([1.0, 1.0]))
     opt.step()  # b = g; p = p - 0.1 g
-    p.grad = np.array([1.0, 1.0])
+    p.grad = on_device(np.array([1.0, 1.0]))
     opt.step()  # b = 0.9 + 1 = 1.9
     np.testing.assert_allclose(to_numpy(p.data), [1.0 - 0.1 - 0.19, 2.0 - 0.1 - 0.19])
 
 
 def test_clip_grad_norm_returns_pre_clip_norm_and_scales() -> None:
     a, b = Parameter(np.zeros(2)), Parameter(np.zeros(1))
-    a.grad, b.grad = np.array([3.0, 0.0]), np.array([4.0])
+    a.grad, b.grad = on_device(np.array([3.0, 0.0])), on_device(np.array([4.0]))
     norm = clip_grad_norm_([a, b], max_norm=1.0)
     assert norm == pytest.approx(5.0)
     total = math.sqrt(float((a.grad**2).sum() + (b.grad**2).sum()))
     assert total == pytest.approx(1.0, rel=1e-5)
     assert clip_grad_norm_([a, b], max_norm=10.0) == pytest.approx(1.0, rel=1e-5)
-    np.testing.assert_allclose(a.grad, [0.6, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(a.grad), [0.6, 0.0], rtol=1e-5)
 
 
 def test_get_lr_warmup_cosine_and_floor() -> None:
