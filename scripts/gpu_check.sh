@@ -182,7 +182,8 @@ fi
 # -- 5: the rest of the suite -----------------------------------------------------------------------------------
 T=$(limit 600)
 if (( T > 15 )); then
-  DESELECT=(); for f in "${FAST[@]}" tests/test_cuda_kernels.py; do DESELECT+=(--ignore "$f"); done
+  # test_simulated_gpu.py runs the simulated CuPy on the CPU (CI does): no use of GPU minutes
+  DESELECT=(); for f in "${FAST[@]}" tests/test_cuda_kernels.py tests/test_simulated_gpu.py; do DESELECT+=(--ignore "$f"); done
   run_pytest rest "$T" "$OUT/pytest_rest.txt" tests "${DESELECT[@]}"
 fi
 record done seconds=$(( $(date +%s) - START ))
