@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -137,14 +138,18 @@ def run_alone_and_together(client: openai.OpenAI, server: Server, stream: bool) 
     lengths = [25, 10, 18, 30]  # each request ends on its own
     alone = [chat(client, p, max_tokens=n, temperature=0).choices[0].message.content for p, n in zip(PROMPTS, lengths)]
     before = server.health()
-    with ThreadPoolExecutor(4) as pool:
+    # The four threads start one after another; a barrier sends the requests together, so that how far
+    # apart they arrive does not depend on thread start-up (a step of the test model is a few ms).
+    start = threading.Barrier(4, timeout=60)
+
+    def one(p: str, n: int) -> str:
+        start.wait()
         if stream:
-            futures = [pool.submit(lambda p, n: "".join(streamed(client, p, max_tokens=n, temperature=0)[0]), p, n)
-                       for p, n in zip(PROMPTS, lengths)]
-        else:
-            futures = [pool.submit(lambda p, n: chat(client, p, max_tokens=n, temperature=0).choices[0].message.content,
-                                   p, n) for p, n in zip(PROMPTS, lengths)]
-        together = [f.result() for f in futures]
+            return "".join(streamed(client, p, max_tokens=n, temperature=0)[0])
+        return chat(client, p, max_tokens=n, temperature=0).choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(one, PROMPTS, lengths))
     after = server.health()
     assert together == alone
     # Decoded together: run one after another, no decode step would carry two requests. How many
