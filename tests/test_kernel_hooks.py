@@ -28,6 +28,25 @@ class NumpyKernels:
     def usable(self, *arrays) -> bool:
         return all(a.dtype == np.float32 for a in arrays)
 
+    def __getattribute__(self, name: str):  # noqa: ANN204
+        """Every kernel refuses a floating array that is not float32, as CuPy's typed kernels do
+        ("Type is mismatched"): a Function must check with ``usable`` every array it hands over."""
+        attr = object.__getattribute__(self, name)
+        if name.startswith("_") or name == "usable" or not callable(attr):
+            return attr
+
+        def typed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            stack = list(args)
+            while stack:
+                a = stack.pop()
+                if isinstance(a, (list, tuple)):
+                    stack.extend(a)
+                elif isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != np.float32:
+                    raise TypeError(f"Type is mismatched: {name} got a {a.dtype} array (its kernel takes float32)")
+            return attr(*args, **kwargs)
+
+        return typed
+
     def rms_norm_forward(self, x, weight, eps):
         self.calls.append("rms_norm_forward")
         r = np.float32(1.0) / np.sqrt((x * x).sum(axis=-1, keepdims=True) * np.float32(1 / x.shape[-1]) + np.float32(eps))
@@ -226,3 +245,16 @@ def test_float64_never_goes_to_the_float32_kernels(kernels):
     x = tl.tensor(np.ones((2, 4)), requires_grad=True)  # float64, as in the gradient checks
     rms_norm(x, tl.tensor(np.ones(4)), 1e-5).sum().backward()
     assert kernels.calls == []
+
+
+def test_a_kernel_gets_only_float32_arrays_even_when_the_inputs_mix_precisions(kernels):
+    """Mixed precision can leave a float32 gradient meeting a 16-bit weight (a bfloat16 run on a GPU failed so:
+    RMSNorm's backward checked the gradient and xhat but handed the kernel a bfloat16 weight)."""
+    rng = np.random.default_rng(3)
+    x = tl.tensor(f32(rng, 2, 3, 8), requires_grad=True)
+    weight = tl.tensor(f32(rng, 8).astype(np.float16), requires_grad=True)
+    rms_norm(x, weight).sum().backward()
+    assert x.grad is not None and weight.grad.dtype == np.float16
+    a, b = tl.tensor(f32(rng, 2, 8), requires_grad=True), tl.tensor(f32(rng, 2, 8).astype(np.float16), requires_grad=True)
+    swiglu(a, b).sum().backward()
+    assert a.grad is not None and b.grad is not None

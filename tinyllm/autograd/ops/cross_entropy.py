@@ -95,7 +95,7 @@ class CrossEntropy(Function):
         else:
             scale = keep * (gy / self.n_kept if self.reduction == "mean" else gy)
         kernels = get_backend().kernels  # on CuPy: the four lines below in one pass over (N, V)
-        if kernels is not None and kernels.usable(x):
+        if kernels is not None and kernels.usable(x, lse, scale):
             grad = kernels.cross_entropy_backward(x, lse, safe_t, scale)
         else:
             grad = x - lse[:, None]  # (N, V)

@@ -195,7 +195,7 @@ class ScaledDotProductAttention(Function):
         # (With dropout the same identity holds for the dropped P that made out.)
         rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(gprobs):
+        if kernels is not None and kernels.usable(probs, gprobs, rowdot):
             gprobs = kernels.softmax_backward(probs, gprobs, rowdot)  # the two lines below in one pass
         else:
             gprobs -= rowdot

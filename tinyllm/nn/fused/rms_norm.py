@@ -52,7 +52,7 @@ class RMSNormFunction(Function):
     def backward(self, gy: Any) -> tuple[Any, Any]:
         xhat, r, weight = self.saved
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(gy, xhat):
+        if kernels is not None and kernels.usable(gy, xhat, r, weight):  # every array the kernel takes
             return kernels.rms_norm_backward(gy, xhat, r, weight)
         dtype = gy.dtype
         if dtype.itemsize < 4:  # half precision: in float32, back to the input's dtype at the end

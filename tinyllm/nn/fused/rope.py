@@ -48,7 +48,7 @@ class ApplyRope(Function):
             )
         cos, sin = self.cos.astype(x.dtype, copy=False), self.sin.astype(x.dtype, copy=False)
         kernels = get_backend().kernels  # on CuPy: the two lines below in one CUDA launch
-        if kernels is not None and kernels.usable(x):
+        if kernels is not None and kernels.usable(x, cos, sin):
             return kernels.rope(x, cos, sin)
         x1, x2 = x[..., :half], x[..., half:]  # (..., T, D/2) each
         y = self.xp.empty_like(x)
@@ -60,7 +60,7 @@ class ApplyRope(Function):
         half = gy.shape[-1] // 2
         cos, sin = self.cos.astype(gy.dtype, copy=False), self.sin.astype(gy.dtype, copy=False)
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(gy):
+        if kernels is not None and kernels.usable(gy, cos, sin):
             return kernels.rope(gy, cos, sin, inverse=True)
         g1, g2 = gy[..., :half], gy[..., half:]
         gx = self.xp.empty_like(gy)

@@ -44,7 +44,7 @@ class SwiGLUFunction(Function):
         a, b, s = self.saved
         need_a, need_b = self.needs_input_grad or (True, True)
         kernels = get_backend().kernels
-        if need_a and need_b and kernels is not None and kernels.usable(gy, a):
+        if need_a and need_b and kernels is not None and kernels.usable(gy, a, b, s):
             return kernels.swiglu_backward(gy, a, b, s)  # the same arithmetic in one CUDA kernel
         ga = a * s  # silu(a) for now: the buffer becomes da below, saving one (..., hidden) array
         gb = gy * ga if need_b else None  # db = dy * silu(a)
