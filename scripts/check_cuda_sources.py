@@ -34,6 +34,7 @@ import tinyllm.backends.cuda_kernels as k  # noqa: E402
 
 check("_causal_softmax (RawKernel)", k._SOFTMAX_SOURCE)
 check("_adamw_multi (RawKernel)", k._ADAMW_MULTI_SOURCE)
+check("_scatter_add_rows (RawKernel)", k._SCATTER_ROWS_SOURCE)
 
 # Each ElementwiseKernel / ReductionKernel expression, wrapped in a kernel of our own with the same
 # parameter names and C types (as CuPy declares them), and compiled: catches C errors without a GPU.

@@ -184,7 +184,9 @@ T=$(limit 600)
 if (( T > 15 )); then
   # test_simulated_gpu.py runs the simulated CuPy on the CPU (CI does): no use of GPU minutes
   DESELECT=(); for f in "${FAST[@]}" tests/test_cuda_kernels.py tests/test_simulated_gpu.py; do DESELECT+=(--ignore "$f"); done
-  run_pytest rest "$T" "$OUT/pytest_rest.txt" tests "${DESELECT[@]}"
+  # --continue-on-collection-errors: a test file whose imports the image lacks (the server's starlette,
+  # the openai client) must not stop the rest (it did on an H200, 2026-11-28)
+  run_pytest rest "$T" "$OUT/pytest_rest.txt" --continue-on-collection-errors tests "${DESELECT[@]}"
 fi
 record done seconds=$(( $(date +%s) - START ))
 cat "$RESULTS"

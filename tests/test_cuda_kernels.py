@@ -119,6 +119,34 @@ def test_attention_kernel_gives_masked_keys_exactly_zero_probability(cupy_backen
         np.testing.assert_allclose(probs[:, i].sum(axis=-1), 1.0, rtol=1e-6)
 
 
+def test_embedding_gradient_kernel_agrees(cupy_backend):
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 40, (4, 64))  # 256 ids among 40 rows: many repeats
+    assert_agree(both_ways(cupy_backend, lambda w: tl.nn.functional.embedding(ids, w), [f32(rng, 50, 24)]))
+
+
+def test_the_embedding_gradient_is_the_same_every_run(cupy_backend):
+    """The gpu preset's shape (16,384 ids, dim 384), with a few ids repeated thousands of times: the
+    kernel's sums are np.add.at's within float32 rounding and the same bits on every run (atomic adds
+    are not: a resumed run drifted from an uninterrupted one by an ulp in the embedding)."""
+    from tinyllm.backends import cuda_kernels
+
+    rng = np.random.default_rng(12)
+    ids = np.concatenate([rng.integers(0, 1024, 16384 - 3000), np.full(3000, 7)])
+    rng.shuffle(ids)
+    rows = f32(rng, ids.size, 384)
+    xp = cupy_backend.xp
+    runs = []
+    for _ in range(3):
+        grad = xp.zeros((1024, 384), xp.float32)
+        cuda_kernels.scatter_add_rows(grad, xp.asarray(ids), xp.asarray(rows))
+        runs.append(cupy_backend.to_host(grad))
+    expected = np.zeros((1024, 384))
+    np.add.at(expected, ids, rows.astype(np.float64))
+    assert rel_error(runs[0], expected) < 1e-6
+    assert all(np.array_equal(run, runs[0]) for run in runs[1:])
+
+
 def adamw_with_and_without_kernels(cupy_backend, start, groups, grads_at):
     """Run AdamW from the arrays ``start`` with the kernels, then without: ((params, state), (params, state)).
 

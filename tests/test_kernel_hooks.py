@@ -104,6 +104,11 @@ class NumpyKernels:
         gprobs[...] = probs * (gprobs - rowdot)
         return gprobs
 
+    def scatter_add_rows(self, grad, ids, rows):
+        self.calls.append("scatter_add_rows")
+        assert grad.ndim == 2 and ids.ndim == 1 and rows.shape == (ids.size, grad.shape[1])
+        np.add.at(grad, ids, rows)
+
     def adamw_update(self, p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2):
         self.calls.append("adamw_update")
         f = np.float32
@@ -258,3 +263,18 @@ def test_a_kernel_gets_only_float32_arrays_even_when_the_inputs_mix_precisions(k
     a, b = tl.tensor(f32(rng, 2, 8), requires_grad=True), tl.tensor(f32(rng, 2, 8).astype(np.float16), requires_grad=True)
     swiglu(a, b).sum().backward()
     assert a.grad is not None and b.grad is not None
+
+
+def test_the_embedding_gradient_goes_through_the_kernel(kernels):
+    rng = np.random.default_rng(4)
+    ids = np.array([[3, 1, 3], [0, 3, 1]])  # repeated ids: their rows add up
+    assert_hooks_agree(kernels, lambda w: tl.nn.functional.embedding(ids, w), [f32(rng, 5, 4)], ["scatter_add_rows"])
+
+
+def test_a_16_bit_embedding_gradient_is_summed_in_float32_by_the_kernel(kernels):
+    """A float16 (or, on CuPy, bfloat16) table: the rows go to the kernel as float32, the sum is rounded once."""
+    ids = np.zeros(4096, dtype=np.int64)  # one id 4096 times: a float16 running sum would stall at 2048 + ...
+    weight = tl.tensor(np.zeros((3, 2), np.float16), requires_grad=True)
+    tl.nn.functional.embedding(ids, weight).sum().backward()
+    assert kernels.calls == ["scatter_add_rows"]
+    assert weight.grad.dtype == np.float16 and tl.get_backend().to_host(weight.grad.data)[0].tolist() == [4096.0, 4096.0]

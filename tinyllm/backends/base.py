@@ -6,7 +6,8 @@ What does *not* agree between the two lives here and only here:
 
 - ``scatter_add``: the backward of a gather (embedding lookup, fancy indexing)
   must add duplicate indices together. NumPy spells it ``np.add.at``, CuPy
-  ``cupyx.scatter_add``.
+  ``cupy.add.at`` (with atomic adds, whose order varies from run to run: the embedding's
+  backward uses a deterministic kernel instead, ``cuda_kernels.scatter_add_rows``).
 - random numbers: each backend owns one seeded generator on its device (weight init, dropout).
   CuPy's generators keep their state on the GPU and cannot export it, so training never saves
   it: batches are drawn on the host by a NumPy generator, and the device generator is re-seeded

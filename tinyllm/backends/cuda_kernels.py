@@ -234,6 +234,49 @@ def softmax_backward(probs: Any, gprobs: Any, rowdot: Any) -> Any:
     return _softmax_backward(probs, gprobs, rowdot, gprobs)  # each element reads its own g, then overwrites it
 
 
+# ---------------------------------------------------------------------------------------- embedding backward
+# Fuses the scatter-add of tinyllm.autograd.ops.embedding.Embedding.backward, deterministically:
+#   grad[ids[i]] += rows[i] for every i, repeated ids adding up (NumPy: np.add.at(grad, ids, rows))
+# cupyx.scatter_add does this with atomic adds, whose order (and so float32 rounding) changes from run to
+# run: a resumed training run then drifts from the uninterrupted one by an ulp (seen on an H200). Here the
+# ids are sorted (a stable sort: equal ids keep their order), and for each distinct id and column one
+# thread adds that id's rows in that fixed order: the same bits every run.
+
+_SCATTER_ROWS_SOURCE = r"""
+extern "C" __global__ void tinyllm_scatter_add_rows(
+        float* grad, const float* rows, const long long* sorted_ids, const long long* order,
+        long long n, int d) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n * d) return;
+    long long i = t / d;                    // a position in the sorted ids
+    int col = (int)(t - i * d);
+    long long id = sorted_ids[i];
+    if (i > 0 && sorted_ids[i - 1] == id) return;   // not the first of its id: the first one adds for all
+    float total = 0.0f;
+    for (long long j = i; j < n && sorted_ids[j] == id; ++j) total += rows[order[j] * d + col];
+    grad[id * d + col] += total;            // one thread per (id, column): no two threads write one place
+}
+"""
+_scatter_add_rows = cupy.RawKernel(_SCATTER_ROWS_SOURCE, "tinyllm_scatter_add_rows")
+
+
+def scatter_add_rows(grad: Any, ids: Any, rows: Any) -> None:
+    """In place: ``grad[ids[i]] += rows[i]`` with repeated ids adding up, the same bits every run.
+
+    grad (V, D) float32 C-contiguous, ids (N,) integers in 0..V-1, rows (N, D) float32.
+    """
+    n, d = rows.shape
+    if n == 0 or d == 0:
+        return
+    ids = ids.astype(cupy.int64, copy=False)
+    order = cupy.argsort(ids)  # (N,): positions in sorted order; CuPy's sort is stable: ties keep their order
+    sorted_ids = cupy.ascontiguousarray(ids[order])
+    rows = cupy.ascontiguousarray(rows)
+    threads = 256
+    _scatter_add_rows(((n * d + threads - 1) // threads,), (threads,),
+                      (grad, rows, sorted_ids, order, np.int64(n), np.int32(d)))
+
+
 # ---------------------------------------------------------------------------------------- AdamW
 # Fuses the per-parameter update of tinyllm.optim.adamw.AdamW.step (ten array operations, one launch):
 #   p = p * decay;  v = b2 v + (1 - b2) g^2;  m = b1 m + (1 - b1) g;  p -= step_size * m / (sqrt(v) / sqrt_bias2 + eps)

@@ -56,9 +56,6 @@ class CupyBackend(Backend):
     def __init__(self, seed: int | None = None) -> None:
         self.xp = _import_cupy()
         _use_this_ranks_gpu(self.xp)
-        import cupyx
-
-        self._cupyx = cupyx
         super().__init__(seed)
         self.set_tf32(os.environ.get("TINYLLM_TF32", "1") != "0")  # on by default; TINYLLM_TF32=0 turns it off
         if os.environ.get("TINYLLM_KERNELS", "1") != "0":  # TINYLLM_KERNELS=0: the plain array code everywhere
@@ -84,7 +81,13 @@ class CupyBackend(Backend):
         return self.xp.asnumpy(array)
 
     def scatter_add(self, target: Any, indices: Any, values: Any) -> None:
-        self._cupyx.scatter_add(target, indices, values)
+        # cupy.add.at (cupyx.scatter_add is deprecated) takes no bfloat16: such a target adds in float32
+        if target.dtype.kind != "V":  # ml_dtypes' bfloat16 is kind "V" to NumPy
+            self.xp.add.at(target, indices, values)
+            return
+        total = target.astype(self.xp.float32)
+        self.xp.add.at(total, indices, values.astype(self.xp.float32))
+        target[...] = total.astype(target.dtype)
 
     def erf(self, x: Any) -> Any:
         import cupyx.scipy.special

@@ -336,6 +336,9 @@ def get_array_module(*args: Any) -> Any:
     return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else _np
 
 
+_AT_DTYPES = (_np.int32, _np.int64, _np.float16, _np.float32, _np.float64, _np.uint32, _np.uint64)
+
+
 class _Ufunc:
     """A NumPy ufunc with device arrays in and out (``cupy.add``, ``cupy.maximum``...)."""
 
@@ -362,6 +365,8 @@ class _Ufunc:
         return _call(self._ufunc.outer, *args, **kwargs)
 
     def at(self, a: ndarray, indices: Any, b: Any = None) -> None:
+        if self.__name__ == "add" and a.dtype.type not in _AT_DTYPES:
+            raise TypeError("cupy.add.at only supports int32, int64, float16, float32, float64, uint32, uint64 as data type")
         self._ufunc.at(a._a, _unwrap_index(indices), b._a if isinstance(b, ndarray) else b)
 
 

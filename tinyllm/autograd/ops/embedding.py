@@ -51,6 +51,12 @@ class Embedding(Function):
     def backward(self, gy: Any) -> Any:
         grad = self.xp.zeros(self.weight_shape, dtype=self.dtype)  # (vocab, dim)
         rows = gy.reshape((self.ids.size,) + self.weight_shape[1:])  # (n_ids, dim); not -1: dim may be 0
+        kernels = get_backend().kernels  # on CuPy: the same sums in a fixed order (atomic adds vary run to run)
+        if kernels is not None and grad.ndim == 2 and self.dtype.itemsize <= 4:
+            # 16-bit runs too: summed in float32 (repeated ids add many rows), then rounded once
+            total = grad if grad.dtype == self.xp.float32 else self.xp.zeros(grad.shape, dtype=self.xp.float32)
+            kernels.scatter_add_rows(total, self.ids.reshape(-1), rows.astype(self.xp.float32, copy=False))
+            return total if total is grad else total.astype(self.dtype)
         get_backend().scatter_add(grad, self.ids.reshape(-1), rows)
         return grad
 
