@@ -119,6 +119,32 @@ def test_attention_kernel_gives_masked_keys_exactly_zero_probability(cupy_backen
         np.testing.assert_allclose(probs[:, i].sum(axis=-1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("op", ["rms_norm", "swiglu"])
+def test_float16_rms_norm_and_swiglu_kernels_agree(cupy_backend, op):
+    """The kernels written with a type T, on float16 (float arithmetic inside): the plain 16-bit code's
+    values within float16 rounding, and float16 out."""
+    rng = np.random.default_rng(13)
+    if op == "rms_norm":
+        arrays, fn = [f32(rng, 4, 64, 384), 1 + f32(rng, 384, scale=0.1)], rms_norm
+    else:
+        arrays, fn = [f32(rng, 4, 64, 1024, scale=3.0), f32(rng, 4, 64, 1024)], swiglu
+    arrays = [a.astype(np.float16) for a in arrays]
+    upstream = f32(np.random.default_rng(14), *arrays[0].shape).astype(np.float16)
+    results, kernels = [], cupy_backend.kernels
+    for use in (kernels, None):
+        cupy_backend.kernels = use
+        try:
+            leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
+            out = fn(*leaves)
+            (out * tl.tensor(upstream)).sum().backward()
+        finally:
+            cupy_backend.kernels = kernels
+        assert out.dtype == np.float16 and all(t.grad.dtype == np.float16 for t in leaves)
+        results.append([out, *(t.grad for t in leaves)])
+    for fused, plain in zip(*results):
+        assert rel_error(fused, plain) < 4e-3  # float16 keeps 11 bits: ~5e-4 per rounding
+
+
 def test_embedding_gradient_kernel_agrees(cupy_backend):
     rng = np.random.default_rng(11)
     ids = rng.integers(0, 40, (4, 64))  # 256 ids among 40 rows: many repeats

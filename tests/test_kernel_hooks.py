@@ -25,12 +25,16 @@ class NumpyKernels:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def usable(self, *arrays) -> bool:
-        return all(a.dtype == np.float32 for a in arrays)
+    HALF = ("rms_norm_forward", "rms_norm_backward", "swiglu_forward", "swiglu_backward")  # written with a type T
+
+    def usable(self, *arrays, half=False) -> bool:
+        dtype = arrays[0].dtype
+        return (dtype == np.float32 or (half and dtype == np.float16)) and all(a.dtype == dtype for a in arrays)
 
     def __getattribute__(self, name: str):  # noqa: ANN204
-        """Every kernel refuses a floating array that is not float32, as CuPy's typed kernels do
-        ("Type is mismatched"): a Function must check with ``usable`` every array it hands over."""
+        """Every kernel refuses a floating array that is not float32 (or float16, for those in HALF), as
+        CuPy's typed kernels do ("Type is mismatched"): a Function must check with ``usable`` every array
+        it hands over."""
         attr = object.__getattribute__(self, name)
         if name.startswith("_") or name == "usable" or not callable(attr):
             return attr
@@ -41,33 +45,39 @@ class NumpyKernels:
                 a = stack.pop()
                 if isinstance(a, (list, tuple)):
                     stack.extend(a)
-                elif isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != np.float32:
+                elif (isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != np.float32
+                      and not (a.dtype == np.float16 and name in NumpyKernels.HALF)):
                     raise TypeError(f"Type is mismatched: {name} got a {a.dtype} array (its kernel takes float32)")
             return attr(*args, **kwargs)
 
         return typed
 
+    # The T-typed kernels: float arithmetic inside, outputs rounded to the inputs' dtype (T), sums float32.
     def rms_norm_forward(self, x, weight, eps):
         self.calls.append("rms_norm_forward")
-        r = np.float32(1.0) / np.sqrt((x * x).sum(axis=-1, keepdims=True) * np.float32(1 / x.shape[-1]) + np.float32(eps))
-        xhat = x * r
-        return xhat * weight, xhat, r
+        xf, wf = x.astype(np.float32), weight.astype(np.float32)
+        r = np.float32(1.0) / np.sqrt((xf * xf).sum(axis=-1, keepdims=True) * np.float32(1 / x.shape[-1]) + np.float32(eps))
+        xhat = xf * r
+        return (xhat * wf).astype(x.dtype), xhat.astype(x.dtype), r
 
     def rms_norm_backward(self, gy, xhat, r, weight):
         self.calls.append("rms_norm_backward")
-        gw = (gy * xhat).sum(axis=tuple(range(gy.ndim - 1)))
-        dot = (gy * weight * xhat).sum(axis=-1, keepdims=True)
-        return r * (gy * weight - xhat * (dot * np.float32(1 / gy.shape[-1]))), gw
+        g, xh, w = (a.astype(np.float32) for a in (gy, xhat, weight))
+        gw = (g * xh).sum(axis=tuple(range(gy.ndim - 1)))
+        dot = (g * w * xh).sum(axis=-1, keepdims=True)
+        return (r * (g * w - xh * (dot * np.float32(1 / gy.shape[-1])))).astype(gy.dtype), gw.astype(gy.dtype)
 
     def swiglu_forward(self, a, b):
         self.calls.append("swiglu_forward")
-        s = np.float32(0.5) * (1 + np.tanh(np.float32(0.5) * a))
-        return a * s * b, s
+        af, bf = a.astype(np.float32), b.astype(np.float32)
+        s = np.float32(0.5) * (1 + np.tanh(np.float32(0.5) * af))
+        return (af * s * bf).astype(a.dtype), s.astype(a.dtype)
 
     def swiglu_backward(self, gy, a, b, s):
         self.calls.append("swiglu_backward")
-        silu = a * s
-        return gy * b * (s + silu * (1 - s)), gy * silu
+        g, af, bf, sf = (x.astype(np.float32) for x in (gy, a, b, s))
+        silu = af * sf
+        return (g * bf * (sf + silu * (1 - sf))).astype(gy.dtype), (g * silu).astype(gy.dtype)
 
     def rope(self, x, cos, sin, inverse=False):
         self.calls.append("rope_backward" if inverse else "rope")
@@ -278,3 +288,28 @@ def test_a_16_bit_embedding_gradient_is_summed_in_float32_by_the_kernel(kernels)
     tl.nn.functional.embedding(ids, weight).sum().backward()
     assert kernels.calls == ["scatter_add_rows"]
     assert weight.grad.dtype == np.float16 and tl.get_backend().to_host(weight.grad.data)[0].tolist() == [4096.0, 4096.0]
+
+
+@pytest.mark.parametrize("op", ["rms_norm", "swiglu"])
+def test_float16_rms_norm_and_swiglu_go_through_their_kernels(kernels, op):
+    """The two kernels written with a type T take float16 too (float arithmetic inside, float16 out):
+    within float16 rounding of the plain 16-bit code, which also computes in float32 where it matters."""
+    rng = np.random.default_rng(8)
+    if op == "rms_norm":
+        arrays, fn = [f32(rng, 2, 5, 16), 1 + f32(rng, 16, scale=0.1)], rms_norm
+    else:
+        arrays, fn = [f32(rng, 2, 5, 16, scale=3.0), f32(rng, 2, 5, 16)], swiglu
+    arrays = [a.astype(np.float16) for a in arrays]
+    upstream = f32(np.random.default_rng(9), 2, 5, 16).astype(np.float16)
+    results = []
+    for use in (kernels, None):
+        tl.get_backend().kernels = use
+        leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
+        out = fn(*leaves)
+        (out * tl.tensor(upstream)).sum().backward()
+        assert out.dtype == np.float16 and all(t.grad.dtype == np.float16 for t in leaves)
+        results.append([out, *(t.grad for t in leaves)])
+    tl.get_backend().kernels = kernels
+    assert kernels.calls == [f"{op}_forward", f"{op}_backward"]
+    for fused, plain in zip(*results):
+        assert rel_error(fused, plain) < 4e-3  # float16 keeps 11 bits: ~5e-4 per rounding

@@ -13,8 +13,10 @@ float32 rounding. A Function asks its backend for ``kernels`` and uses them when
 
 Why fuse: written with array operations, ``y = x * r * w`` allocates and writes a temporary per
 operator, so a few lines of math pass over the (B, T, D) activations five to ten times. Each kernel
-reads its inputs once and writes its outputs once. Only float32 is fused (other dtypes, such as the
-float64 of the gradient checks, take the NumPy path). ``TINYLLM_KERNELS=0`` turns them all off.
+reads its inputs once and writes its outputs once. float32 is fused, and float16 where a kernel says so
+(RMSNorm and SwiGLU: 16-bit in and out, float32 arithmetic inside, as the NumPy code does for 16-bit
+inputs); other dtypes (bfloat16, the float64 of the gradient checks) take the NumPy path.
+``TINYLLM_KERNELS=0`` turns them all off.
 
 This module imports CuPy; only ``CupyBackend`` imports it, so nothing here is loaded on the NumPy path.
 Kernels compile on first use (seconds) and are cached on disk by CuPy (``~/.cupy/kernel_cache``).
@@ -28,36 +30,43 @@ import cupy
 import numpy as np
 
 
-def usable(*arrays: Any) -> bool:
-    """True when every array is float32 (what these kernels are written for)."""
-    return all(a.dtype == np.float32 for a in arrays)
+def usable(*arrays: Any, half: bool = False) -> bool:
+    """True when every array is float32 (what these kernels are written for); with ``half``, also when
+    every array is float16 (for the kernels written with a type ``T``: RMSNorm's and SwiGLU's)."""
+    dtype = arrays[0].dtype
+    if dtype != np.float32 and not (half and dtype == np.float16):
+        return False
+    return all(a.dtype == dtype for a in arrays)
 
 
 # ---------------------------------------------------------------------------------------- RMSNorm
 # Fuses tinyllm.nn.fused.rms_norm.RMSNormFunction:
 #   r = 1 / sqrt(mean(x^2) + eps);  xhat = x * r;  y = xhat * w
 #   dw = sum over rows of dy * xhat;  dx = r * (dy * w - xhat * mean(dy * w * xhat))
+# T is float32 or float16: the statistics r and the sums are float32 either way, the arithmetic is float
+# (a float16 value converts to float when read, and back, rounded, when written).
 
 _sum_squares = cupy.ReductionKernel(
-    "float32 x", "float32 total", "x * x", "a + b", "total = a", "0", "tinyllm_sum_squares"
+    "T x", "float32 total", "(float)x * (float)x", "a + b", "total = a", "0", "tinyllm_sum_squares"
 )
 _inverse_rms = cupy.ElementwiseKernel(
     "float32 total, float32 inv_d, float32 eps", "float32 r", "r = 1.0f / sqrtf(total * inv_d + eps)",
     "tinyllm_inverse_rms",
 )
 _rms_apply = cupy.ElementwiseKernel(
-    "float32 x, float32 r, float32 w", "float32 xhat, float32 y", "xhat = x * r; y = xhat * w", "tinyllm_rms_apply"
+    "T x, float32 r, T w", "T xhat, T y", "float v = (float)x * r; xhat = v; y = v * (float)w", "tinyllm_rms_apply"
 )
 _sum_products = cupy.ReductionKernel(  # (in a reduction, a and b name the partial results: not for inputs)
-    "float32 x1, float32 x2", "float32 total", "x1 * x2", "a + b", "total = a", "0", "tinyllm_sum_products"
+    "T x1, T x2", "float32 total", "(float)x1 * (float)x2", "a + b", "total = a", "0", "tinyllm_sum_products"
 )
 _sum_products3 = cupy.ReductionKernel(
-    "float32 x1, float32 x2, float32 x3", "float32 total", "x1 * x2 * x3", "a + b", "total = a", "0", "tinyllm_sum_products3"
+    "T x1, T x2, T x3", "float32 total", "(float)x1 * (float)x2 * (float)x3", "a + b", "total = a", "0",
+    "tinyllm_sum_products3",
 )
 _rms_backward = cupy.ElementwiseKernel(
-    "float32 gy, float32 w, float32 xhat, float32 r, float32 dot, float32 inv_d",
-    "float32 gx",
-    "gx = r * (gy * w - xhat * (dot * inv_d))",
+    "T gy, T w, T xhat, float32 r, float32 dot, float32 inv_d",
+    "T gx",
+    "gx = r * ((float)gy * (float)w - (float)xhat * (dot * inv_d))",
     "tinyllm_rms_backward",
 )
 
@@ -73,7 +82,7 @@ def rms_norm_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any, Any]:
 def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any]:
     """(dx, dw) of RMSNorm: two reductions and one elementwise pass."""
     lead = tuple(range(gy.ndim - 1))
-    gw = _sum_products(gy, xhat, axis=lead)  # (D,)
+    gw = _sum_products(gy, xhat, axis=lead).astype(gy.dtype, copy=False)  # (D,), summed in float32
     dot = _sum_products3(gy, weight, xhat, axis=gy.ndim - 1, keepdims=True)  # (..., 1): sum(dy * w * xhat)
     gx = _rms_backward(gy, weight, xhat, r, dot, np.float32(1.0 / gy.shape[-1]))
     return gx, gw
@@ -83,14 +92,16 @@ def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any
 # Fuses tinyllm.nn.fused.swiglu.SwiGLUFunction: s = sigmoid(a) (as (1 + tanh(a/2)) / 2, no overflow),
 #   y = a * s * b;  da = dy * b * (s + a * s * (1 - s));  db = dy * a * s
 
+# T is float32 or float16; the arithmetic is float either way.
+
 _swiglu_forward = cupy.ElementwiseKernel(
-    "float32 a, float32 b", "float32 y, float32 s",
-    "s = 0.5f * (1.0f + tanhf(0.5f * a)); y = a * s * b",
+    "T a, T b", "T y, T s",
+    "float af = a; float sf = 0.5f * (1.0f + tanhf(0.5f * af)); s = sf; y = af * sf * (float)b",
     "tinyllm_swiglu_forward",
 )
 _swiglu_backward = cupy.ElementwiseKernel(
-    "float32 gy, float32 a, float32 b, float32 s", "float32 ga, float32 gb",
-    "float silu = a * s; gb = gy * silu; ga = gy * b * (s + silu * (1.0f - s))",
+    "T gy, T a, T b, T s", "T ga, T gb",
+    "float g = gy, sf = s, silu = (float)a * sf; gb = g * silu; ga = g * (float)b * (sf + silu * (1.0f - sf))",
     "tinyllm_swiglu_backward",
 )
 

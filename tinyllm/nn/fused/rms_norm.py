@@ -36,8 +36,8 @@ class RMSNormFunction(Function):
         xp = self.xp
         if x.shape[-1:] != weight.shape:
             raise ValueError(f"rms_norm: weight {weight.shape} must match the last axis of the input {x.shape}")
-        kernels = get_backend().kernels  # on CuPy: this method's math in two CUDA launches
-        if kernels is not None and kernels.usable(x, weight):
+        kernels = get_backend().kernels  # on CuPy: this method's math in two CUDA launches (float32 or float16)
+        if kernels is not None and kernels.usable(x, weight, half=True):
             y, xhat, r = kernels.rms_norm_forward(x, weight, self.eps)
             self.save(xhat, r, weight)
             return y
@@ -52,7 +52,7 @@ class RMSNormFunction(Function):
     def backward(self, gy: Any) -> tuple[Any, Any]:
         xhat, r, weight = self.saved
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(gy, xhat, r, weight):  # every array the kernel takes
+        if kernels is not None and kernels.usable(gy, xhat, weight, half=True) and kernels.usable(r):  # every array
             return kernels.rms_norm_backward(gy, xhat, r, weight)
         dtype = gy.dtype
         if dtype.itemsize < 4:  # half precision: in float32, back to the input's dtype at the end

@@ -24,8 +24,8 @@ class SwiGLUFunction(Function):
         if a.shape != b.shape:
             raise ValueError(f"swiglu: gate {a.shape} and up projection {b.shape} must have the same shape")
         xp = self.xp
-        kernels = get_backend().kernels  # on CuPy: this method's math in one CUDA launch
-        if kernels is not None and kernels.usable(a, b):
+        kernels = get_backend().kernels  # on CuPy: this method's math in one CUDA launch (float32 or float16)
+        if kernels is not None and kernels.usable(a, b, half=True):
             y, s = kernels.swiglu_forward(a, b)
             self.save(a, b, s)
             return y
@@ -44,7 +44,7 @@ class SwiGLUFunction(Function):
         a, b, s = self.saved
         need_a, need_b = self.needs_input_grad or (True, True)
         kernels = get_backend().kernels
-        if need_a and need_b and kernels is not None and kernels.usable(gy, a, b, s):
+        if need_a and need_b and kernels is not None and kernels.usable(gy, a, b, s, half=True):
             return kernels.swiglu_backward(gy, a, b, s)  # the same arithmetic in one CUDA kernel
         ga = a * s  # silu(a) for now: the buffer becomes da below, saving one (..., hidden) array
         gb = gy * ga if need_b else None  # db = dy * silu(a)
