@@ -49,14 +49,15 @@ class Embedding(Function):
         return weight[ids]  # (*ids.shape, dim)
 
     def backward(self, gy: Any) -> Any:
-        grad = self.xp.zeros(self.weight_shape, dtype=self.dtype)  # (vocab, dim)
+        xp = self.xp
         rows = gy.reshape((self.ids.size,) + self.weight_shape[1:])  # (n_ids, dim); not -1: dim may be 0
         kernels = get_backend().kernels  # on CuPy: the same sums in a fixed order (atomic adds vary run to run)
-        if kernels is not None and grad.ndim == 2 and self.dtype.itemsize <= 4:
-            # 16-bit runs too: summed in float32 (repeated ids add many rows), then rounded once
-            total = grad if grad.dtype == self.xp.float32 else self.xp.zeros(grad.shape, dtype=self.xp.float32)
-            kernels.scatter_add_rows(total, self.ids.reshape(-1), rows.astype(self.xp.float32, copy=False))
-            return total if total is grad else total.astype(self.dtype)
+        if kernels is not None and len(self.weight_shape) == 2 and self.dtype.itemsize <= 4:
+            # float32, and 16-bit tables too: summed in float32 (an id may repeat thousands of times), rounded once
+            grad = xp.zeros(self.weight_shape, dtype=xp.float32)  # (vocab, dim)
+            kernels.scatter_add_rows(grad, self.ids.reshape(-1), rows.astype(xp.float32, copy=False))
+            return grad.astype(self.dtype, copy=False)
+        grad = xp.zeros(self.weight_shape, dtype=self.dtype)  # (vocab, dim)
         get_backend().scatter_add(grad, self.ids.reshape(-1), rows)
         return grad
 
