@@ -20,14 +20,13 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, SHAKESPEARE
+from conftest import REPO_ROOT, SHAKESPEARE, child_pythonpath
 
 SIMULATED = REPO_ROOT / "tests" / "simulated_cupy"
 
 
 def simulated_env() -> dict[str, str]:
-    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
-    path = os.pathsep.join([str(SIMULATED), str(REPO_ROOT), *inherited])
+    path = os.pathsep.join([str(SIMULATED), child_pythonpath()])  # the stand-in first, then what children get
     return {**os.environ, "PYTHONPATH": path, "TINYLLM_BACKEND": "cupy", "TINYLLM_KERNELS": "0", "OPENBLAS_NUM_THREADS": "1"}
 
 

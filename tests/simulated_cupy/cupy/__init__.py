@@ -262,27 +262,21 @@ class ndarray:  # noqa: N801 - CuPy's name
 
 def _binary(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        if isinstance(other, _np.ndarray):
-            raise TypeError(f"Unsupported type {type(other)} (simulated CuPy: a host array in a device operation)")
-        return _wrap(op(self._a, other._a if isinstance(other, ndarray) else other))
+        return _wrap(op(self._a, _unwrap(other)))  # _unwrap refuses a host array, as CuPy does
 
     return method
 
 
 def _reflected(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        if isinstance(other, _np.ndarray):
-            raise TypeError(f"Unsupported type {type(other)} (simulated CuPy: a host array in a device operation)")
-        return _wrap(op(other, self._a))
+        return _wrap(op(_unwrap(other), self._a))
 
     return method
 
 
 def _inplace(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> ndarray:
-        if isinstance(other, _np.ndarray):
-            raise TypeError(f"Unsupported type {type(other)} (simulated CuPy: a host array in a device operation)")
-        op(self._a, other._a if isinstance(other, ndarray) else other)
+        op(self._a, _unwrap(other))
         return self
 
     return method
