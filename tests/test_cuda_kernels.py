@@ -49,7 +49,7 @@ def both_ways(backend, fn, arrays: list[np.ndarray], seed: int = 0):
             leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
             out = fn(*leaves)
             if upstream is None:
-                upstream = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(np.float32)
+                upstream = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(out.dtype)
             (out * tl.tensor(upstream)).sum().backward()
             results.append((out, [t.grad for t in leaves]))
         finally:
@@ -57,11 +57,11 @@ def both_ways(backend, fn, arrays: list[np.ndarray], seed: int = 0):
     return results
 
 
-def assert_agree(results) -> None:
+def assert_agree(results, tolerance: float = TOLERANCE) -> None:
     (fused_out, fused_grads), (plain_out, plain_grads) = results
-    assert rel_error(fused_out, plain_out) < TOLERANCE
+    assert rel_error(fused_out, plain_out) < tolerance
     for i, (a, b) in enumerate(zip(fused_grads, plain_grads)):
-        assert rel_error(a, b) < TOLERANCE, f"gradient of input {i}"
+        assert rel_error(a, b) < tolerance, f"gradient of input {i}"
 
 
 def f32(rng, *shape, scale=1.0) -> np.ndarray:
@@ -128,21 +128,10 @@ def test_float16_rms_norm_and_swiglu_kernels_agree(cupy_backend, op):
         arrays, fn = [f32(rng, 4, 64, 384), 1 + f32(rng, 384, scale=0.1)], rms_norm
     else:
         arrays, fn = [f32(rng, 4, 64, 1024, scale=3.0), f32(rng, 4, 64, 1024)], swiglu
-    arrays = [a.astype(np.float16) for a in arrays]
-    upstream = f32(np.random.default_rng(14), *arrays[0].shape).astype(np.float16)
-    results, kernels = [], cupy_backend.kernels
-    for use in (kernels, None):
-        cupy_backend.kernels = use
-        try:
-            leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
-            out = fn(*leaves)
-            (out * tl.tensor(upstream)).sum().backward()
-        finally:
-            cupy_backend.kernels = kernels
-        assert out.dtype == np.float16 and all(t.grad.dtype == np.float16 for t in leaves)
-        results.append([out, *(t.grad for t in leaves)])
-    for fused, plain in zip(*results):
-        assert rel_error(fused, plain) < 4e-3  # float16 keeps 11 bits: ~5e-4 per rounding
+    results = both_ways(cupy_backend, fn, [a.astype(np.float16) for a in arrays])
+    for out, grads in results:
+        assert out.dtype == np.float16 and all(g.dtype == np.float16 for g in grads)
+    assert_agree(results, tolerance=4e-3)  # float16 keeps 11 bits: ~5e-4 per rounding
 
 
 def test_embedding_gradient_kernel_agrees(cupy_backend):

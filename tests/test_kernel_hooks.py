@@ -151,21 +151,23 @@ def rel_error(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def assert_hooks_agree(kernels, fn, arrays, expected_calls) -> None:
+def assert_hooks_agree(kernels, fn, arrays, expected_calls, tolerance: float = 1e-5) -> None:
+    """fn's output and gradients with the stand-in kernels and without agree, in the inputs' dtype."""
+    dtype = arrays[0].dtype
     results = []
     for use in (kernels, None):
         tl.get_backend().kernels = use
         leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
         out = fn(*leaves)
-        upstream = np.random.default_rng(9).standard_normal(out.shape).astype(np.float32)
+        upstream = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
         (out * tl.tensor(upstream)).sum().backward()
-        assert out.dtype == np.float32
+        assert out.dtype == dtype and all(t.grad.dtype == dtype for t in leaves)
         results.append((out, [t.grad for t in leaves]))
     tl.get_backend().kernels = kernels
     (fused, fused_grads), (plain, plain_grads) = results
-    assert rel_error(fused, plain) < 1e-5
+    assert rel_error(fused, plain) < tolerance
     for i, (a, b) in enumerate(zip(fused_grads, plain_grads)):
-        assert a.dtype == np.float32 and rel_error(a, b) < 1e-5, f"gradient of input {i}"
+        assert rel_error(a, b) < tolerance, f"gradient of input {i}"
     assert set(expected_calls) <= set(kernels.calls), kernels.calls
 
 
@@ -299,17 +301,6 @@ def test_float16_rms_norm_and_swiglu_go_through_their_kernels(kernels, op):
         arrays, fn = [f32(rng, 2, 5, 16), 1 + f32(rng, 16, scale=0.1)], rms_norm
     else:
         arrays, fn = [f32(rng, 2, 5, 16, scale=3.0), f32(rng, 2, 5, 16)], swiglu
-    arrays = [a.astype(np.float16) for a in arrays]
-    upstream = f32(np.random.default_rng(9), 2, 5, 16).astype(np.float16)
-    results = []
-    for use in (kernels, None):
-        tl.get_backend().kernels = use
-        leaves = [tl.tensor(a, requires_grad=True) for a in arrays]
-        out = fn(*leaves)
-        (out * tl.tensor(upstream)).sum().backward()
-        assert out.dtype == np.float16 and all(t.grad.dtype == np.float16 for t in leaves)
-        results.append([out, *(t.grad for t in leaves)])
-    tl.get_backend().kernels = kernels
-    assert kernels.calls == [f"{op}_forward", f"{op}_backward"]
-    for fused, plain in zip(*results):
-        assert rel_error(fused, plain) < 4e-3  # float16 keeps 11 bits: ~5e-4 per rounding
+    calls = [f"{op}_forward", f"{op}_backward"]
+    assert_hooks_agree(kernels, fn, [a.astype(np.float16) for a in arrays], calls, tolerance=4e-3)  # 11 bits kept
+    assert kernels.calls == calls
