@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, SHAKESPEARE, child_pythonpath
+from conftest import REPO_ROOT, child_pythonpath, shakespeare_text
 
 SIMULATED = REPO_ROOT / "tests" / "simulated_cupy"
 
@@ -138,8 +138,7 @@ print(json.dumps(rows))
 
 def test_the_examples_train_resume_and_generate_on_the_simulated_gpu(tmp_path) -> None:
     text = tmp_path / "text.txt"
-    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:60_000] if SHAKESPEARE.exists() else
-                    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 800, encoding="utf-8")
+    text.write_text(shakespeare_text(60_000), encoding="utf-8")
     out = tmp_path / "run"
     common = ["--preset", "tiny", "--data", str(text), "--out-dir", str(out), "--no-progress", "--eval-interval", "5"]
 
