@@ -37,13 +37,16 @@ import tinyllm.backends.cuda_kernels as k  # noqa: E402
 check("_causal_softmax (RawKernel)", k._SOFTMAX_SOURCE)
 check("_adamw_multi (RawKernel)", k._ADAMW_MULTI_SOURCE)
 check("_scatter_add_rows (RawKernel)", k._SCATTER_ROWS_SOURCE)
+check("_amp_accumulate, _amp_unscale, _amp_cast (RawKernel)", k._AMP_SOURCE)
+check("_sum_squares_multi, _scale_multi (RawKernel)", k._GRAD_NORM_SOURCE)
 
 # Each ElementwiseKernel / ReductionKernel expression, wrapped in a kernel of our own with the same
 # parameter names and C types (as CuPy declares them), and compiled: catches C errors without a GPU.
 import cupy  # noqa: E402
 
-# A kernel written with a type T (RMSNorm's, SwiGLU's) is compiled for T = float and T = float16, the latter
-# with CuPy's own float16 class (cupy/float16.cuh, as CuPy compiles it), so its conversions are checked too.
+# A kernel written with a type T (RMSNorm's, SwiGLU's, RoPE's, the softmax backward's) is compiled for
+# T = float and T = float16, the latter with CuPy's own float16 class (cupy/float16.cuh, as CuPy compiles it),
+# so its conversions are checked too.
 try:  # cuda_fp16.h, which cupy/float16.cuh includes: from the nvidia-cuda-runtime-cu12 wheel
     import nvidia.cuda_runtime
 
@@ -55,7 +58,7 @@ FLOAT16 = "#include <cupy/float16.cuh>\n"
 
 
 def ctype(param, t: str) -> str:  # noqa: ANN001
-    return {"I": "long long", "T": t}.get(param.ctype, param.ctype)
+    return {"I": "long long", "T": t, "C": t}.get(param.ctype, param.ctype)  # T, C: the kernel's type parameters
 
 
 def declare(params, t: str) -> str:  # noqa: ANN001
@@ -67,7 +70,7 @@ for name in sorted(dir(k)):
     obj = getattr(k, name)
     if not isinstance(obj, cupy.ElementwiseKernel | cupy.ReductionKernel):
         continue
-    generic = any(q.ctype == "T" for q in (*obj.in_params, *obj.out_params))
+    generic = any(q.ctype in ("T", "C") for q in (*obj.in_params, *obj.out_params))
     for t in ("float", "float16") if generic else ("float",):
         prefix = FLOAT16 if t == "float16" else ""
         label = f"{name} (T = {t})" if generic else name

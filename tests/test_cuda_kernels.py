@@ -134,6 +134,86 @@ def test_float16_rms_norm_and_swiglu_kernels_agree(cupy_backend, op):
     assert_agree(results, tolerance=4e-3)  # float16 keeps 11 bits: ~5e-4 per rounding
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_float16_rope_and_attention_softmax_kernels_agree(cupy_backend, causal):
+    """RoPE (float16 x, float16 tables: a 16-bit shadow's) and the attention softmax (its RawKernel's float16
+    entry point, and the T-typed backward) against the plain 16-bit code."""
+    rng = np.random.default_rng(14)
+    angles = np.outer(np.arange(64), 10000.0 ** (-np.arange(0, 64, 2) / 64))  # (T, D/2)
+    cos, sin = (tl.tensor(f(angles).astype(np.float16)).data for f in (np.cos, np.sin))
+    results = both_ways(cupy_backend, lambda x: apply_rope(x, cos, sin), [f32(rng, 2, 6, 64, 64).astype(np.float16)])
+    assert all(out.dtype == np.float16 and grads[0].dtype == np.float16 for out, grads in results)
+    assert_agree(results, tolerance=4e-3)
+    inputs = [f32(rng, 2, 6, 64, 64), f32(rng, 2, 2, 80, 64), f32(rng, 2, 2, 80, 64)]  # GQA with a cache
+    results = both_ways(cupy_backend, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal),
+                        [a.astype(np.float16) for a in inputs])
+    assert all(out.dtype == np.float16 for out, _ in results)
+    assert_agree(results, tolerance=4e-3)
+
+
+def test_the_float16_softmax_kernel_masks_and_normalises(cupy_backend):
+    from tinyllm.backends import cuda_kernels
+
+    x = np.random.default_rng(15).standard_normal((3, 4, 6)).astype(np.float16)
+    probs = cupy_backend.to_host(cuda_kernels.causal_softmax_(cupy_backend.xp.asarray(x), 4, causal=True))
+    assert probs.dtype == np.float16
+    for i in range(4):  # query i sees keys 0 .. i + 2
+        assert (probs[:, i, i + 3 :] == 0).all()
+        e = np.exp(x[:, i, : i + 3].astype(np.float64) - x[:, i, : i + 3].max(axis=-1, keepdims=True))
+        np.testing.assert_allclose(probs[:, i, : i + 3], e / e.sum(axis=-1, keepdims=True), rtol=2e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_the_mixed_precision_kernels_give_the_array_codes_bits(cupy_backend, dtype_name):
+    """accumulate_grads_many, unscale_grads_many and cast_many against the same arithmetic on the host, bit
+    for bit, over sizes around the launch's block and a strided view (which takes the array code)."""
+    from tinyllm.amp import resolve_dtype
+    from tinyllm.backends import cuda_kernels
+
+    if dtype_name == "bfloat16":
+        pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    low = resolve_dtype(dtype_name)
+    xp, rng = cupy_backend.xp, np.random.default_rng(16)
+    shapes = [(1,), (255,), (256,), (257,), (17, 33), (64, 1000)]
+    sources = [(f32(rng, *shape) * 100).astype(low) for shape in shapes]
+    targets = [None if i % 2 else f32(rng, *shape) for i, shape in enumerate(shapes)]
+    expected = [(src.astype(np.float32) * np.float32(0.25)) + (0 if dst is None else dst)
+                for dst, src in zip(targets, sources)]
+    got = cuda_kernels.accumulate_grads_many([None if t is None else xp.asarray(t) for t in targets],
+                                             [xp.asarray(src) for src in sources], 0.25)
+    assert all(np.array_equal(cupy_backend.to_host(g), e) for g, e in zip(got, expected))
+
+    grads = [xp.asarray(e) for e in expected] + [xp.asarray(f32(rng, 8, 6))[:, ::2]]  # and a strided view
+    host = [cupy_backend.to_host(g) for g in grads]
+    assert int(cuda_kernels.unscale_grads_many(grads, 2.0**-10)[0]) == 0
+    assert all(np.array_equal(cupy_backend.to_host(g), h * np.float32(2.0**-10)) for g, h in zip(grads, host))
+    grads[3][5, 7] = np.inf
+    assert int(cuda_kernels.unscale_grads_many(grads, 1.0)[0]) == 1
+
+    masters = [f32(rng, *shape) * 1000 for shape in shapes]
+    masters[0][0] = 1e6  # beyond float16's range: inf, as astype gives
+    shadows = [xp.empty(shape, dtype=low) for shape in shapes]
+    cuda_kernels.cast_many(shadows, [xp.asarray(m) for m in masters])
+    for shadow, master in zip(shadows, masters):
+        assert np.array_equal(cupy_backend.to_host(shadow).view(np.uint16), master.astype(low).view(np.uint16))
+
+
+def test_the_gradient_norm_kernel_sums_in_float64_with_the_same_bits_every_run(cupy_backend):
+    """clip_grad_norm_'s two kernels: the squared norm of many gradients (the gpu preset's count, sizes around a
+    block, a strided view) against the host's float64 sum, bit-identical over runs; then the scaling, exact."""
+    from tinyllm.backends import cuda_kernels
+
+    xp, rng = cupy_backend.xp, np.random.default_rng(17)
+    host = [f32(rng, *shape) for shape in [(1,), (255,), (257,), (384, 1024), (1024, 384), (384,)] * 9]
+    grads = [xp.asarray(g) for g in host] + [xp.asarray(f32(rng, 8, 6))[:, ::2]]
+    host.append(cupy_backend.to_host(grads[-1]))
+    expected = sum((g.astype(np.float64) ** 2).sum() for g in host)
+    runs = [float(cuda_kernels.sum_of_squares_many(grads)) for _ in range(3)]
+    assert abs(runs[0] - expected) <= 1e-12 * expected and runs[1] == runs[0] == runs[2]
+    cuda_kernels.scale_many(grads, 0.37)
+    assert all(np.array_equal(cupy_backend.to_host(g), h * np.float32(0.37)) for g, h in zip(grads, host))
+
+
 def test_embedding_gradient_kernel_agrees(cupy_backend):
     rng = np.random.default_rng(11)
     ids = rng.integers(0, 40, (4, 64))  # 256 ids among 40 rows: many repeats

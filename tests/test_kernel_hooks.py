@@ -25,18 +25,24 @@ class NumpyKernels:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    HALF = ("rms_norm_forward", "rms_norm_backward", "swiglu_forward", "swiglu_backward")  # written with a type T
+    HALF = ("rms_norm_forward", "rms_norm_backward", "swiglu_forward", "swiglu_backward",  # written with a type T
+            "rope", "causal_softmax_", "softmax_backward",
+            "accumulate_grads_many", "cast_many")  # the mixed-precision ones: 16-bit shadows
 
     def usable(self, *arrays, half=False) -> bool:
         dtype = arrays[0].dtype
         return (dtype == np.float32 or (half and dtype == np.float16)) and all(a.dtype == dtype for a in arrays)
+
+    def is_16bit(self, *arrays) -> bool:
+        name = arrays[0].dtype.name
+        return name in ("float16", "bfloat16") and all(a.dtype.name == name for a in arrays)
 
     def __getattribute__(self, name: str):  # noqa: ANN204
         """Every kernel refuses a floating array that is not float32 (or float16, for those in HALF), as
         CuPy's typed kernels do ("Type is mismatched"): a Function must check with ``usable`` every array
         it hands over."""
         attr = object.__getattribute__(self, name)
-        if name.startswith("_") or name == "usable" or not callable(attr):
+        if name.startswith("_") or name in ("usable", "is_16bit") or not callable(attr):
             return attr
 
         def typed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -82,9 +88,9 @@ class NumpyKernels:
     def rope(self, x, cos, sin, inverse=False):
         self.calls.append("rope_backward" if inverse else "rope")
         half = x.shape[-1] // 2
-        sn = -sin if inverse else sin
-        x1, x2 = x[..., :half], x[..., half:]
-        return np.concatenate([x1 * cos - x2 * sn, x2 * cos + x1 * sn], axis=-1)
+        c, sn = cos.astype(np.float32), (-sin if inverse else sin).astype(np.float32)
+        x1, x2 = x[..., :half].astype(np.float32), x[..., half:].astype(np.float32)
+        return np.concatenate([x1 * c - x2 * sn, x2 * c + x1 * sn], axis=-1).astype(x.dtype)
 
     def shifted_logsumexp_rows(self, x):
         self.calls.append("shifted_logsumexp_rows")
@@ -104,14 +110,16 @@ class NumpyKernels:
         rows = scores.reshape(-1, S)  # a view: in place, as the kernel
         for r, row in enumerate(rows):
             visible = (r % T) + S - T + 1 if causal else S
-            e = np.exp(row[:visible] - row[:visible].max())
-            row[:visible] = e * (np.float32(1) / e.sum())
+            x = row[:visible].astype(np.float32)
+            e = np.exp(x - x.max()).astype(row.dtype)  # stored in the scores' dtype, as the kernel's first pass
+            row[:visible] = e.astype(np.float32) * (np.float32(1) / np.exp(x - x.max()).sum())
             row[visible:] = 0
         return scores
 
     def softmax_backward(self, probs, gprobs, rowdot):
         self.calls.append("softmax_backward")
-        gprobs[...] = probs * (gprobs - rowdot)
+        p, g, d = (a.astype(np.float32) for a in (probs, gprobs, rowdot))
+        gprobs[...] = p * (g - d)
         return gprobs
 
     def scatter_add_rows(self, grad, ids, rows):
@@ -125,6 +133,42 @@ class NumpyKernels:
         v[...] = f(beta2) * v + (1 - f(beta2)) * g * g
         m[...] = f(beta1) * m + (1 - f(beta1)) * g
         p[...] = p * f(decay) - f(step_size) * m / (np.sqrt(v) / f(sqrt_bias2) + f(eps))
+
+    def accumulate_grads_many(self, targets, sources, weight):
+        self.calls.append("accumulate_grads_many")
+        assert self.is_16bit(*sources) and all(t is None or t.dtype == np.float32 for t in targets)
+        out = []
+        for dst, src in zip(targets, sources):
+            g = src.astype(np.float32) * np.float32(weight) if weight != 1.0 else src.astype(np.float32)
+            if dst is None:
+                out.append(g)
+            else:
+                dst += g
+                out.append(dst)
+        return out
+
+    def unscale_grads_many(self, grads, inverse):
+        self.calls.append("unscale_grads_many")
+        found_inf = np.zeros(1, np.int32)
+        for g in grads:
+            found_inf |= ~np.isfinite(g).all()
+            g *= np.float32(inverse)
+        return found_inf
+
+    def cast_many(self, targets, sources):
+        self.calls.append("cast_many")
+        assert self.is_16bit(*targets) and all(a.dtype == np.float32 for a in sources)
+        for dst, src in zip(targets, sources):
+            dst[...] = src
+
+    def sum_of_squares_many(self, grads):
+        self.calls.append("sum_of_squares_many")
+        return sum((g.astype(np.float64) ** 2).sum() for g in grads)
+
+    def scale_many(self, grads, factor):
+        self.calls.append("scale_many")
+        for g in grads:
+            g *= np.float32(factor)
 
     def adamw_update_many(self, updates):
         self.calls.append("adamw_update_many")
@@ -304,3 +348,106 @@ def test_float16_rms_norm_and_swiglu_go_through_their_kernels(kernels, op):
     calls = [f"{op}_forward", f"{op}_backward"]
     assert_hooks_agree(kernels, fn, [a.astype(np.float16) for a in arrays], calls, tolerance=4e-3)  # 11 bits kept
     assert kernels.calls == calls
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_float16_rope_and_attention_go_through_their_kernels(kernels, causal):
+    """RoPE and the attention softmax take float16 too (float arithmetic inside, float16 out)."""
+    rng = np.random.default_rng(9)
+    angles = np.outer(np.arange(5), [1.0, 0.3, 0.1])
+    cos, sin = np.cos(angles).astype(np.float16), np.sin(angles).astype(np.float16)  # a 16-bit shadow's tables
+    assert_hooks_agree(kernels, lambda x: apply_rope(x, cos, sin), [f32(rng, 2, 3, 5, 6).astype(np.float16)],
+                       ["rope", "rope_backward"], tolerance=4e-3)
+    arrays = [f32(rng, 2, 4, 5, 8), f32(rng, 2, 2, 7, 8), f32(rng, 2, 2, 7, 8)]  # GQA, a cache: S > T
+    assert_hooks_agree(kernels, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal),
+                       [a.astype(np.float16) for a in arrays], ["causal_softmax_", "softmax_backward"], tolerance=4e-3)
+
+
+def test_rope_hands_the_kernel_float32_tables_with_float16_activations(kernels):
+    """A float16 x with the float32 tables of a float32 model: no cast of the tables, the kernel rotates in float."""
+    rng = np.random.default_rng(10)
+    angles = np.outer(np.arange(4), [1.0, 0.2]).astype(np.float32)
+    x = tl.tensor(f32(rng, 1, 2, 4, 4).astype(np.float16), requires_grad=True)
+    y = apply_rope(x, np.cos(angles), np.sin(angles))
+    y.sum().backward()
+    assert kernels.calls == ["rope", "rope_backward"] and y.dtype == x.grad.dtype == np.float16
+
+
+def mixed_precision_steps(use, overflow_at: int | None = None):
+    """Three float16 training steps of a small model (two micro-batches each) with the given kernels: the
+    masters' weights after each step and whether it was taken. ``overflow_at``: that step's gradient gets an inf."""
+    from tinyllm.amp import GradScaler, MixedPrecision
+    from tinyllm.models import ModelConfig, Transformer
+    from tinyllm.optim import AdamW
+
+    tl.get_backend().kernels = use
+    tl.get_backend().seed(0)
+    model = Transformer(ModelConfig(vocab_size=32, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, max_seq_len=8))
+    amp = MixedPrecision(model, "float16", GradScaler(init_scale=2.0**10))
+    optimizer = AdamW(model.parameters(), lr=1e-2)
+    ids = np.random.default_rng(3).integers(0, 32, (4, 9))
+    history = []
+    for step in range(3):
+        for micro in (ids[:2], ids[2:]):
+            _, loss = amp.forward_model()(micro[:, :-1], micro[:, 1:])
+            (loss * amp.loss_scale).backward()
+            amp.accumulate_grads(0.5)
+        if step == overflow_at:
+            model.parameters()[0].grad[0, 0] = np.inf
+        taken = amp.unscale_grads()
+        if taken:
+            optimizer.step()
+            amp.step_done()
+        optimizer.zero_grad()
+        history.append((taken, amp.loss_scale, [p.data.copy() for p in model.parameters()],
+                        [s.data.copy() for _, s in amp.pairs]))
+    return history
+
+
+class WithoutMixedPrecisionKernels(NumpyKernels):
+    """The stand-in, but MixedPrecision finds no 16-bit shadow to fuse for: its per-parameter loops run, while
+    every other Function still goes through the same kernels (so the activations round alike on both sides)."""
+
+    def is_16bit(self, *arrays) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("overflow_at", [None, 1])
+def test_mixed_precision_bookkeeping_goes_through_the_kernels_with_the_same_bits(kernels, overflow_at):
+    """accumulate_grads, unscale_grads and step_done: one multi-tensor call each per step, and the masters,
+    the shadow and the skipping decisions bit for bit those of the per-parameter array code."""
+    fused = mixed_precision_steps(kernels, overflow_at)
+    calls = list(kernels.calls)
+    loops = WithoutMixedPrecisionKernels()
+    plain = mixed_precision_steps(loops, overflow_at)
+    tl.get_backend().kernels = kernels
+    assert "accumulate_grads_many" not in loops.calls and "rms_norm_forward" in loops.calls
+    for (taken_a, scale_a, masters_a, shadow_a), (taken_b, scale_b, masters_b, shadow_b) in zip(fused, plain):
+        assert (taken_a, scale_a) == (taken_b, scale_b)
+        assert all(np.array_equal(a, b) for a, b in zip(masters_a, masters_b))
+        assert all(np.array_equal(a, b) for a, b in zip(shadow_a, shadow_b))
+        assert all(a.dtype == np.float16 for a in shadow_a)
+    assert [taken for taken, *_ in fused] == [step != overflow_at for step in range(3)]
+    taken_steps = sum(step != overflow_at for step in range(3))
+    assert calls.count("accumulate_grads_many") == 6 and calls.count("unscale_grads_many") == 3
+    assert calls.count("cast_many") == taken_steps and calls.count("adamw_update_many") == taken_steps
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipped, and not
+def test_gradient_clipping_goes_through_the_kernels(kernels, max_norm):
+    from tinyllm.optim import clip_grad_norm_
+
+    rng = np.random.default_rng(11)
+    start = [f32(rng, 6, 4), f32(rng, 4), f32(rng, 3, 2, 5)]
+    results = []
+    for use in (kernels, None):
+        tl.get_backend().kernels = use
+        params = [tl.nn.Parameter(tl.tensor(np.zeros_like(g))) for g in start]
+        for p, g in zip(params, start):
+            p.grad = g.copy()
+        results.append((clip_grad_norm_(params, max_norm), [p.grad for p in params]))
+    tl.get_backend().kernels = kernels
+    (norm_a, grads_a), (norm_b, grads_b) = results
+    assert norm_a == norm_b == np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in start))
+    assert all(np.array_equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert kernels.calls == (["sum_of_squares_many", "scale_many"] if max_norm < 1 else ["sum_of_squares_many"])

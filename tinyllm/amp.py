@@ -154,6 +154,16 @@ class MixedPrecision:
         """The shadow, in the master's mode (training: dropout on)."""
         return self.shadow.train(self.master.training)
 
+    def _fused_kernels(self) -> Any:
+        """The backend's kernels when the bookkeeping below can use them (on CuPy, with a float16 or bfloat16
+        shadow): each of the three methods then makes one multi-tensor launch instead of a few array operations
+        per parameter (``cuda_kernels.accumulate_grads_many``, ``unscale_grads_many``, ``cast_many``: the same
+        arithmetic, the same bits). None otherwise: the loops below, the readable reference."""
+        kernels = get_backend().kernels
+        if kernels is not None and self.pairs and kernels.is_16bit(*(s.data for _, s in self.pairs)):
+            return kernels
+        return None
+
     def accumulate_grads(self, weight: float = 1.0) -> None:
         """master.grad += weight * float32(shadow.grad), then clear the shadow's.
 
@@ -162,9 +172,15 @@ class MixedPrecision:
         into micro-batches, and N ranks give exactly what one process with N times the accumulation gives.
         """
         xp = get_backend().xp
-        for master, shadow in self.pairs:
-            if shadow.grad is None:
-                continue
+        kernels = self._fused_kernels()  # on CuPy: the loop below for every parameter in one CUDA launch
+        pairs = [(master, shadow) for master, shadow in self.pairs if shadow.grad is not None]
+        if kernels is not None and pairs and kernels.is_16bit(*(s.grad for _, s in pairs)) and kernels.usable(
+                pairs[0][0].data, *(m.grad for m, _ in pairs if m.grad is not None)):  # float32 masters
+            grads = kernels.accumulate_grads_many([m.grad for m, _ in pairs], [s.grad for _, s in pairs], weight)
+            for (master, shadow), grad in zip(pairs, grads):
+                master.grad, shadow.grad = grad, None
+            return
+        for master, shadow in pairs:
             grad = shadow.grad.astype(xp.float32)
             if weight != 1.0:
                 grad *= weight
@@ -186,6 +202,14 @@ class MixedPrecision:
             return True  # bfloat16: a non-finite gradient is divergence, which train_step reports
         xp = get_backend().xp
         grads = [m.grad for m, _ in self.pairs if m.grad is not None]
+        kernels = self._fused_kernels()  # on CuPy: the check and the division below in one CUDA launch
+        if kernels is not None and grads and kernels.usable(*grads):
+            finite = not bool(kernels.unscale_grads_many(grads, 1.0 / self.scaler.scale))  # one sync
+            if not finite:  # the divided gradients are dropped: the step is skipped
+                for master, _ in self.pairs:
+                    master.grad = None
+            self.scaler.update(found_inf=not finite)
+            return finite
         finite = bool(xp.stack([xp.isfinite(g).all() for g in grads]).all()) if grads else True  # one sync
         if finite:
             inverse = 1.0 / self.scaler.scale
@@ -199,5 +223,9 @@ class MixedPrecision:
 
     def step_done(self) -> None:
         """Copy the updated masters into the shadow (cast to the low dtype)."""
+        kernels = self._fused_kernels()  # on CuPy: every parameter's copy in one CUDA launch
+        if kernels is not None and kernels.usable(*(m.data for m, _ in self.pairs)):
+            kernels.cast_many([s.data for _, s in self.pairs], [m.data for m, _ in self.pairs])
+            return
         for master, shadow in self.pairs:
             shadow.data[...] = master.data

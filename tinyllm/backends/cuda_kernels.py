@@ -14,9 +14,9 @@ float32 rounding. A Function asks its backend for ``kernels`` and uses them when
 Why fuse: written with array operations, ``y = x * r * w`` allocates and writes a temporary per
 operator, so a few lines of math pass over the (B, T, D) activations five to ten times. Each kernel
 reads its inputs once and writes its outputs once. float32 is fused, and float16 where a kernel says so
-(RMSNorm and SwiGLU: 16-bit in and out, float32 arithmetic inside, as the NumPy code does for 16-bit
-inputs); other dtypes (bfloat16, the float64 of the gradient checks) take the NumPy path.
-``TINYLLM_KERNELS=0`` turns them all off.
+(RMSNorm, SwiGLU, RoPE and the attention softmax: 16-bit in and out, float arithmetic inside; the mixed
+precision bookkeeping also for bfloat16); other dtypes (bfloat16 activations, the float64 of the gradient
+checks) take the NumPy path. ``TINYLLM_KERNELS=0`` turns them all off.
 
 This module imports CuPy; only ``CupyBackend`` imports it, so nothing here is loaded on the NumPy path.
 Kernels compile on first use (seconds) and are cached on disk by CuPy (``~/.cupy/kernel_cache``).
@@ -32,11 +32,18 @@ import numpy as np
 
 def usable(*arrays: Any, half: bool = False) -> bool:
     """True when every array is float32 (what these kernels are written for); with ``half``, also when
-    every array is float16 (for the kernels written with a type ``T``: RMSNorm's and SwiGLU's)."""
+    every array is float16 (for the kernels written with a type ``T``: RMSNorm's, SwiGLU's, RoPE's and the
+    attention softmax's)."""
     dtype = arrays[0].dtype
     if dtype != np.float32 and not (half and dtype == np.float16):
         return False
     return all(a.dtype == dtype for a in arrays)
+
+
+def is_16bit(*arrays: Any) -> bool:
+    """True when every array is float16, or every one bfloat16 (the mixed-precision kernels take either)."""
+    name = arrays[0].dtype.name
+    return name in ("float16", "bfloat16") and all(a.dtype.name == name for a in arrays)
 
 
 # ---------------------------------------------------------------------------------------- RMSNorm
@@ -121,16 +128,19 @@ def swiglu_backward(gy: Any, a: Any, b: Any, s: Any) -> tuple[Any, Any]:
 #   forward  y1 = x1 cos - x2 sin,   y2 = x2 cos + x1 sin
 #   backward the same rotation with -sin.
 # The kernel writes straight into the two halves of the output (strided views): one launch.
+# T (x and y) is float32 or float16, C (the tables) float32 or float16; the arithmetic is float either way, so a
+# float16 x rotated by float32 tables is rounded once, when y is written.
 
 _rotate = cupy.ElementwiseKernel(
-    "float32 x1, float32 x2, float32 c, float32 s, float32 sign", "float32 y1, float32 y2",
-    "float sn = sign * s; y1 = x1 * c - x2 * sn; y2 = x2 * c + x1 * sn",
+    "T x1, T x2, C c, C s, float32 sign", "T y1, T y2",
+    "float a = x1, b = x2, cf = c, sn = sign * (float)s; y1 = a * cf - b * sn; y2 = b * cf + a * sn",
     "tinyllm_rope",
 )
 
 
 def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
-    """Rotate x (..., T, D) by the tables (T, D/2); ``inverse``: by the opposite angles (the backward)."""
+    """Rotate x (..., T, D) by the tables (T, D/2) (or per row (B, 1, T, D/2)); ``inverse``: by the opposite
+    angles (the backward). x float32 or float16; the tables float32 or float16, whatever x is."""
     half = x.shape[-1] // 2
     y = cupy.empty_like(x)
     _rotate(x[..., :half], x[..., half:], cos, sin, np.float32(-1.0 if inverse else 1.0), y[..., :half], y[..., half:])
@@ -176,7 +186,30 @@ def cross_entropy_backward(x: Any, lse: Any, targets: Any, scale: Any) -> Any:
 # (b, kv head, g, i)); with the causal mask it sees keys 0 .. i + S - T, the rest get probability 0.
 # And its backward's dscores = P * (dP - rowsum(dout * out)) in one pass.
 
-_SOFTMAX_SOURCE = r"""
+# 16-bit floats in a RawKernel: held as their bits (unsigned short) and converted with the GPU's own
+# instructions, so no header is needed: float16 by PTX's cvt (round to nearest even, as NumPy's astype),
+# bfloat16 by float32's top 16 bits (rounded to nearest even, as ml_dtypes). load/store overload on the
+# pointer type, so one template body serves float32 and float16.
+_HALF_SOURCE = r"""
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+__device__ __forceinline__ float bf16_to_float(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
+__device__ __forceinline__ unsigned short float_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);   // NaN stays a NaN
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                   // round to nearest even
+}
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const unsigned short* p) { return half_to_float(*p); }   // float16
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(unsigned short* p, float v) { *p = float_to_half(v); }
+"""
+
+_SOFTMAX_SOURCE = _HALF_SOURCE + r"""
 #define NEG_INF __int_as_float(0xff800000)
 __device__ float warp_max(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, offset));
@@ -201,47 +234,61 @@ __device__ float block_reduce(float v, float* shared, bool is_max) {
     __syncthreads();
     return shared[0];
 }
-extern "C" __global__ void tinyllm_causal_softmax(float* scores, long long n_rows, int S, int T, int causal) {
+// Scalar is float (float32 scores) or unsigned short (float16 scores, as bits): the arithmetic is float.
+template <typename Scalar>
+__device__ void causal_softmax_row(Scalar* scores, long long n_rows, int S, int T, int causal) {
     __shared__ float shared[32];
     long long row = blockIdx.x;
     if (row >= n_rows) return;             // the whole block leaves together: no barrier is skipped
-    float* x = scores + row * (long long)S;
+    Scalar* x = scores + row * (long long)S;
     int visible = causal ? (int)(row % T) + (S - T) + 1 : S;   // keys [0, visible) may be attended to
     float m = NEG_INF;
-    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, x[j]);
+    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, load(x + j));
     m = block_reduce(m, shared, true);
     float total = 0.0f;
     for (int j = threadIdx.x; j < visible; j += blockDim.x) {
-        float e = expf(x[j] - m);
-        x[j] = e;
+        float e = expf(load(x + j) - m);
+        store(x + j, e);
         total += e;
     }
     total = block_reduce(total, shared, false);
     float inv = 1.0f / total;
-    for (int j = threadIdx.x; j < S; j += blockDim.x) x[j] = j < visible ? x[j] * inv : 0.0f;
+    for (int j = threadIdx.x; j < S; j += blockDim.x) store(x + j, j < visible ? load(x + j) * inv : 0.0f);
+}
+extern "C" __global__ void tinyllm_causal_softmax(float* scores, long long n_rows, int S, int T, int causal) {
+    causal_softmax_row(scores, n_rows, S, T, causal);
+}
+extern "C" __global__ void tinyllm_causal_softmax_f16(unsigned short* scores, long long n_rows, int S, int T,
+                                                      int causal) {
+    causal_softmax_row(scores, n_rows, S, T, causal);
 }
 """
-_causal_softmax = cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax")
+_causal_softmax = {  # one source, compiled once, two entry points
+    np.dtype(np.float32): cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax"),
+    np.dtype(np.float16): cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax_f16"),
+}
 _SOFTMAX_THREADS = 128
 
 _softmax_backward = cupy.ElementwiseKernel(
-    "float32 p, float32 g, float32 d", "float32 gs", "gs = p * (g - d)", "tinyllm_softmax_backward"
+    "T p, T g, T d", "T gs", "gs = (float)p * ((float)g - (float)d)", "tinyllm_softmax_backward"
 )
 
 
 def causal_softmax_(scores: Any, T: int, causal: bool) -> Any:
-    """In place: the row softmax of scores (..., S) (C-contiguous), with the causal mask when ``causal``."""
+    """In place: the row softmax of scores (..., S) (C-contiguous, float32 or float16), with the causal mask
+    when ``causal``."""
     if not scores.flags.c_contiguous:
         raise ValueError("causal_softmax_ works in place on a C-contiguous array")
     S = scores.shape[-1]
     n_rows = scores.size // S
-    _causal_softmax((n_rows,), (_SOFTMAX_THREADS,), (scores, np.int64(n_rows), np.int32(S), np.int32(T),
-                                                     np.int32(1 if causal else 0)))
+    _causal_softmax[scores.dtype]((n_rows,), (_SOFTMAX_THREADS,), (scores, np.int64(n_rows), np.int32(S),
+                                                                   np.int32(T), np.int32(1 if causal else 0)))
     return scores
 
 
 def softmax_backward(probs: Any, gprobs: Any, rowdot: Any) -> Any:
-    """In place in gprobs: dscores = probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass."""
+    """In place in gprobs: dscores = probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass.
+    float32 or float16 (float arithmetic inside)."""
     return _softmax_backward(probs, gprobs, rowdot, gprobs)  # each element reads its own g, then overwrites it
 
 
@@ -312,26 +359,117 @@ def adamw_update(
     _adamw(g, f(decay), f(beta1), f(beta2), f(eps), f(step_size), f(sqrt_bias2), p, m, v)
 
 
-# The same update for every parameter of a step in ONE launch ("multi-tensor", as PyTorch's fused AdamW): a
-# model has dozens of parameters, and one launch each costs more than the arithmetic of the small ones.
-# Device tables say where parameter k's p, g, m, v start (pointers) and where its elements begin in one
-# running count over all parameters (offsets, n + 1 of them); each thread takes elements i of that count,
-# finds k by binary search (offsets[k] <= i < offsets[k + 1]) and updates element i - offsets[k] of k.
-# hyper holds each parameter's (decay, step_size, sqrt_bias2, beta1, beta2, eps): parameters of different
-# groups, or with different step counts, differ there.
-_ADAMW_MULTI_SOURCE = r"""
+# ---------------------------------------------------------------------------------------- multi-tensor
+# The same update for every parameter of a step in ONE launch ("multi-tensor", as PyTorch's fused AdamW and
+# its _foreach ops): a model has dozens of parameters, and one launch each costs more than the arithmetic of
+# the small ones. Device tables say where tensor k's arrays start (pointers) and where its elements begin in
+# one running count over all tensors (offsets, n + 1 of them); each thread takes elements i of that count,
+# finds k by binary search (offsets[k] <= i < offsets[k + 1]) and works on element i - offsets[k] of k.
+
+_MULTI_TENSOR_SOURCE = r"""
+// The tensor k that element i of the running count belongs to: offsets[k] <= i < offsets[k + 1].
+__device__ __forceinline__ int find_tensor(const long long* offsets, int n_tensors, long long i) {
+    int lo = 0, hi = n_tensors;  // offsets[lo] <= i < offsets[hi]
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (offsets[mid] <= i) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+#define FOR_EACH_ELEMENT(i, total) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
+         i += (long long)gridDim.x * blockDim.x)
+"""
+_MULTI_THREADS = 256
+
+
+def _tables(columns: list[list[Any]], sizes: list[int], max_blocks: int = 65535) -> tuple[Any, Any, tuple[int, int]]:
+    """Device tables for a multi-tensor launch: the data pointers (len(columns), n) and the element offsets
+    (n + 1,), and the (blocks, threads) that cover them. Host-to-device copies of a few hundred bytes, queued
+    on the stream (no wait for the GPU)."""
+    pointers = np.array([[a.data.ptr for a in column] for column in columns], dtype=np.uint64)
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(sizes)
+    blocks = int(min(max((offsets[-1] + _MULTI_THREADS - 1) // _MULTI_THREADS, 1), max_blocks))
+    return cupy.asarray(pointers), cupy.asarray(offsets), (blocks, _MULTI_THREADS)
+
+
+# Gradient clipping, tinyllm.optim.clip.clip_grad_norm_: the squared norm sum over every gradient of sum(g^2)
+# (in float64, as the array code), then, when it is over the limit, every gradient times one factor. The
+# sum is made without atomics, so it has the same bits every run (a resumed run must equal an uninterrupted
+# one): block b adds g^2 over its elements of the running count in a fixed order (grid-stride), then a tree
+# in shared memory adds its 256 threads' sums; partial[b] holds the block's total, and CuPy sums the partials.
+_GRAD_NORM_SOURCE = _MULTI_TENSOR_SOURCE + r"""
+extern "C" __global__ void tinyllm_sum_squares_multi(
+    const float* const* grads, const long long* offsets, const int n_tensors, double* partial)
+{
+    __shared__ double shared[256];          // one per thread: launched with 256 threads
+    double total = 0.0;
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int k = find_tensor(offsets, n_tensors, i);
+        const double g = grads[k][i - offsets[k]];
+        total += g * g;
+    }
+    shared[threadIdx.x] = total;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+}
+
+extern "C" __global__ void tinyllm_scale_multi(
+    float* const* grads, const long long* offsets, const int n_tensors, const float factor)
+{
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int k = find_tensor(offsets, n_tensors, i);
+        const long long j = i - offsets[k];
+        grads[k][j] = __fmul_rn(grads[k][j], factor);
+    }
+}
+"""
+_sum_squares_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_sum_squares_multi")
+_scale_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_scale_multi")
+_NORM_BLOCKS = 1024  # partial sums: enough blocks to fill a GPU, few enough to add up in one small reduction
+
+
+def sum_of_squares_many(grads: list[Any]) -> Any:
+    """The sum over every float32 array of ``grads`` of sum(g^2), in float64, as a 0-d device array: two
+    launches (the blocks' sums, then CuPy's sum of them) and the same bits every run."""
+    strided = [g for g in grads if not g.flags.c_contiguous]  # rare: the array code
+    kernel = [g for g in grads if g.flags.c_contiguous]
+    total = cupy.zeros((), cupy.float64)
+    if kernel:
+        table, offsets, (blocks, threads) = _tables([kernel], [g.size for g in kernel], max_blocks=_NORM_BLOCKS)
+        partial = cupy.empty(blocks, cupy.float64)
+        _sum_squares_multi((blocks,), (threads,), (table[0], offsets, np.int32(len(kernel)), partial))
+        total = partial.sum()
+    for g in strided:
+        total = total + (g.astype(cupy.float64) ** 2).sum()
+    return total
+
+
+def scale_many(grads: list[Any], factor: float) -> None:
+    """``g *= factor`` for every float32 array of ``grads``, in one launch."""
+    kernel = [g for g in grads if g.flags.c_contiguous]
+    for g in grads:
+        if not g.flags.c_contiguous:  # rare: the array code
+            g *= factor
+    if kernel:
+        table, offsets, (blocks, threads) = _tables([kernel], [g.size for g in kernel])
+        _scale_multi((blocks,), (threads,), (table[0], offsets, np.int32(len(kernel)), np.float32(factor)))
+
+
+# AdamW: hyper holds each parameter's (decay, step_size, sqrt_bias2, beta1, beta2, eps): parameters of
+# different groups, or with different step counts, differ there.
+_ADAMW_MULTI_SOURCE = _MULTI_TENSOR_SOURCE + r"""
 extern "C" __global__ void tinyllm_adamw_multi(
     float* const* p, const float* const* g, float* const* m, float* const* v,
     const long long* offsets, const float* hyper, const int n_tensors)
 {
-    const long long total = offsets[n_tensors];
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        int lo = 0, hi = n_tensors;  // offsets[lo] <= i < offsets[hi]
-        while (hi - lo > 1) {
-            const int mid = (lo + hi) / 2;
-            if (offsets[mid] <= i) lo = mid; else hi = mid;
-        }
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int lo = find_tensor(offsets, n_tensors, i);
         const long long j = i - offsets[lo];
         const float* h = hyper + 6 * lo;  // decay, step_size, sqrt_bias2, beta1, beta2, eps
         const float gj = g[lo][j];
@@ -357,13 +495,118 @@ def adamw_update_many(updates: list[tuple[Any, ...]]) -> None:
             adamw_update(*u)
     if not flat:
         return
-    n = len(flat)
-    pointers = np.array([[u[k].data.ptr for u in flat] for k in range(4)], dtype=np.uint64)  # (4, n): p, g, m, v
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([u[0].size for u in flat])
-    hyper = np.array([(u[4], u[8], u[9], u[5], u[6], u[7]) for u in flat], dtype=np.float32)  # (n, 6)
-    # Host-to-device copies of a few hundred bytes, queued on the stream (no wait for the GPU).
-    table, offsets_d, hyper_d = cupy.asarray(pointers), cupy.asarray(offsets), cupy.asarray(hyper)
-    threads = 256
-    blocks = int(min((offsets[-1] + threads - 1) // threads, 65535))
-    _adamw_multi((blocks,), (threads,), (table[0], table[1], table[2], table[3], offsets_d, hyper_d, np.int32(n)))
+    table, offsets, (blocks, threads) = _tables([[u[k] for u in flat] for k in range(4)],  # p, g, m, v
+                                                [u[0].size for u in flat])
+    hyper = cupy.asarray(np.array([(u[4], u[8], u[9], u[5], u[6], u[7]) for u in flat], dtype=np.float32))  # (n, 6)
+    _adamw_multi((blocks,), (threads,), (table[0], table[1], table[2], table[3], offsets, hyper, np.int32(len(flat))))
+
+
+# ---------------------------------------------------------------------------------------- mixed precision
+# Fuses the per-parameter loops of tinyllm.amp.MixedPrecision (three array operations per parameter each,
+# a launch apiece, ~170 launches a step for the gpu preset's 57 parameters) into one launch each:
+#   accumulate_grads   master.grad (float32) = [master.grad +] weight * float32(shadow.grad)   (16-bit)
+#   unscale_grads      grad *= 1 / S for every master gradient, and a flag if any was inf or NaN
+#   step_done          shadow = 16-bit(master), rounded to nearest even (as astype)
+# The shadow is float16 or bfloat16 (a flag of the launch). __fmul_rn / __fadd_rn keep the compiler from
+# fusing a multiply and an add (an FMA rounds once, the array code twice): the bits are the array code's.
+
+_AMP_SOURCE = _MULTI_TENSOR_SOURCE + _HALF_SOURCE + r"""
+__device__ __forceinline__ float to_float(unsigned short h, int bf16) { return bf16 ? bf16_to_float(h) : half_to_float(h); }
+
+extern "C" __global__ void tinyllm_amp_accumulate(
+    float* const* dst, const unsigned short* const* src, const int* add, const long long* offsets,
+    const int n_tensors, const float weight, const int scaled, const int bf16)
+{
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int k = find_tensor(offsets, n_tensors, i);
+        const long long j = i - offsets[k];
+        float g = to_float(src[k][j], bf16);
+        if (scaled) g = __fmul_rn(g, weight);
+        dst[k][j] = add[k] ? __fadd_rn(dst[k][j], g) : g;
+    }
+}
+
+extern "C" __global__ void tinyllm_amp_unscale(
+    float* const* grads, const long long* offsets, const int n_tensors, const float inverse, int* found_inf)
+{
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int k = find_tensor(offsets, n_tensors, i);
+        const long long j = i - offsets[k];
+        const float g = grads[k][j];
+        if ((__float_as_uint(g) & 0x7f800000u) == 0x7f800000u) *found_inf = 1;   // exponent all ones: inf or NaN
+        grads[k][j] = __fmul_rn(g, inverse);
+    }
+}
+
+extern "C" __global__ void tinyllm_amp_cast(
+    unsigned short* const* dst, const float* const* src, const long long* offsets, const int n_tensors,
+    const int bf16)
+{
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int k = find_tensor(offsets, n_tensors, i);
+        const long long j = i - offsets[k];
+        const float v = src[k][j];
+        dst[k][j] = bf16 ? float_to_bf16(v) : float_to_half(v);
+    }
+}
+"""
+_amp_accumulate = cupy.RawKernel(_AMP_SOURCE, "tinyllm_amp_accumulate")
+_amp_unscale = cupy.RawKernel(_AMP_SOURCE, "tinyllm_amp_unscale")
+_amp_cast = cupy.RawKernel(_AMP_SOURCE, "tinyllm_amp_cast")
+
+
+def _contiguous(*arrays: Any) -> bool:
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def accumulate_grads_many(targets: list[Any], sources: list[Any], weight: float) -> list[Any]:
+    """For each pair: ``target + weight * float32(source)``, or ``weight * float32(source)`` where the target is
+    None, in one launch. targets: float32 arrays (updated in place) or None; sources: float16 or bfloat16
+    arrays, all one dtype, each of its target's shape. Returns the float32 results (the targets, or new arrays
+    where a target was None)."""
+    out = [cupy.empty(src.shape, cupy.float32) if dst is None else dst for dst, src in zip(targets, sources)]
+    kernel = [k for k in range(len(out)) if _contiguous(out[k], sources[k])]
+    for k in set(range(len(out))) - set(kernel):  # a strided view (rare): the array code
+        grad = sources[k].astype(cupy.float32)
+        if weight != 1.0:
+            grad *= weight
+        if targets[k] is None:
+            out[k][...] = grad
+        else:
+            out[k] += grad
+    if kernel:
+        table, offsets, (blocks, threads) = _tables([[out[k] for k in kernel], [sources[k] for k in kernel]],
+                                                    [out[k].size for k in kernel])
+        add = cupy.asarray(np.array([targets[k] is not None for k in kernel], dtype=np.int32))
+        _amp_accumulate((blocks,), (threads,), (table[0], table[1], add, offsets, np.int32(len(kernel)),
+                                                np.float32(weight), np.int32(weight != 1.0),
+                                                np.int32(sources[0].dtype.name == "bfloat16")))
+    return out
+
+
+def unscale_grads_many(grads: list[Any], inverse: float) -> Any:
+    """``grad *= inverse`` for every float32 array of ``grads``, in one launch; returns a device flag (1,) int32,
+    1 if any gradient held an inf or NaN (read it once: the one wait of the step)."""
+    found_inf = cupy.zeros(1, cupy.int32)
+    kernel = [g for g in grads if g.flags.c_contiguous]
+    for g in grads:
+        if not g.flags.c_contiguous:  # a strided view (rare): the array code
+            found_inf |= ~cupy.isfinite(g).all()
+            g *= inverse
+    if kernel:
+        table, offsets, (blocks, threads) = _tables([kernel], [g.size for g in kernel])
+        _amp_unscale((blocks,), (threads,), (table[0], offsets, np.int32(len(kernel)), np.float32(inverse), found_inf))
+    return found_inf
+
+
+def cast_many(targets: list[Any], sources: list[Any]) -> None:
+    """``target[...] = source`` for each pair, float32 sources into float16 or bfloat16 targets (all one dtype),
+    rounded to nearest even as ``astype``, in one launch."""
+    kernel = [k for k in range(len(targets)) if _contiguous(targets[k], sources[k])]
+    for k in set(range(len(targets))) - set(kernel):  # a strided view (rare): the array code
+        targets[k][...] = sources[k]
+    if kernel:
+        table, offsets, (blocks, threads) = _tables([[targets[k] for k in kernel], [sources[k] for k in kernel]],
+                                                    [targets[k].size for k in kernel])
+        _amp_cast((blocks,), (threads,), (table[0], table[1], offsets, np.int32(len(kernel)),
+                                          np.int32(targets[0].dtype.name == "bfloat16")))

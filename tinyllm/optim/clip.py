@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable
 
 from ..autograd import Tensor
+from ..backends import get_backend
 
 
 def clip_grad_norm_(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> float:
@@ -17,10 +18,18 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    # Each sum stays on the device until the one float(): a single GPU-to-host wait, not one per parameter.
-    total = math.sqrt(float(sum((g.astype("float64", copy=False) ** 2).sum() for g in grads)))
+    kernels = get_backend().kernels  # on CuPy: each loop below in one CUDA launch over every gradient
+    fused = kernels is not None and kernels.usable(*grads)
+    if fused:
+        squares = kernels.sum_of_squares_many(grads)  # the same float64 sum, the same bits every run
+    else:  # each sum stays on the device until the one float(): a single GPU-to-host wait, not one per parameter
+        squares = sum((g.astype("float64", copy=False) ** 2).sum() for g in grads)
+    total = math.sqrt(float(squares))
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + eps)
-        for g in grads:
-            g *= scale
+        if fused:
+            kernels.scale_many(grads, scale)
+        else:
+            for g in grads:
+                g *= scale
     return total

@@ -142,7 +142,7 @@ class ScaledDotProductAttention(Function):
             mask = row_mask(B, T, S, self.is_causal, self.query_start, self.key_padding_mask, scores.dtype)
         per_row = mask is not None
         kernels = get_backend().kernels
-        if not per_row and kernels is not None and kernels.usable(scores) and scores.flags.c_contiguous:
+        if not per_row and kernels is not None and kernels.usable(scores, half=True) and scores.flags.c_contiguous:
             kernels.causal_softmax_(scores, T, self.is_causal)  # on CuPy: the mask and softmax below, one launch
         else:
             if per_row:
@@ -195,7 +195,7 @@ class ScaledDotProductAttention(Function):
         # (With dropout the same identity holds for the dropped P that made out.)
         rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(probs, gprobs, rowdot):
+        if kernels is not None and kernels.usable(probs, gprobs, rowdot, half=True):
             gprobs = kernels.softmax_backward(probs, gprobs, rowdot)  # the two lines below in one pass
         else:
             gprobs -= rowdot

@@ -46,10 +46,10 @@ class ApplyRope(Function):
                 f"apply_rope: x {x.shape} (..., T, head_dim) needs an even head_dim and cos/sin tables of shape "
                 f"(T, head_dim/2) = {(x.shape[-2], half)} or, per row, {per_row}; got {self.cos.shape}"
             )
+        kernels = get_backend().kernels  # on CuPy: the lines below in one CUDA launch (float32 or float16 x)
+        if kernels is not None and kernels.usable(x, half=True) and kernels.usable(self.cos, self.sin, half=True):
+            return kernels.rope(x, self.cos, self.sin)  # the tables as they are: the kernel computes in float
         cos, sin = self.cos.astype(x.dtype, copy=False), self.sin.astype(x.dtype, copy=False)
-        kernels = get_backend().kernels  # on CuPy: the two lines below in one CUDA launch
-        if kernels is not None and kernels.usable(x, cos, sin):
-            return kernels.rope(x, cos, sin)
         x1, x2 = x[..., :half], x[..., half:]  # (..., T, D/2) each
         y = self.xp.empty_like(x)
         y[..., :half] = x1 * cos - x2 * sin
@@ -58,10 +58,10 @@ class ApplyRope(Function):
 
     def backward(self, gy: Any) -> Any:
         half = gy.shape[-1] // 2
-        cos, sin = self.cos.astype(gy.dtype, copy=False), self.sin.astype(gy.dtype, copy=False)
         kernels = get_backend().kernels
-        if kernels is not None and kernels.usable(gy, cos, sin):
-            return kernels.rope(gy, cos, sin, inverse=True)
+        if kernels is not None and kernels.usable(gy, half=True) and kernels.usable(self.cos, self.sin, half=True):
+            return kernels.rope(gy, self.cos, self.sin, inverse=True)
+        cos, sin = self.cos.astype(gy.dtype, copy=False), self.sin.astype(gy.dtype, copy=False)
         g1, g2 = gy[..., :half], gy[..., half:]
         gx = self.xp.empty_like(gy)
         gx[..., :half] = g1 * cos + g2 * sin
