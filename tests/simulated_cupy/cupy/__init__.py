@@ -15,6 +15,9 @@ at all but about CuPy's *rules*, which this package enforces on ordinary NumPy a
   it raises an error that says so, so code relying on NumPy's IndexError is caught;
 - only the names CuPy 14 has exist (``names.json``, dumped from a real install): a NumPy function
   CuPy lacks is an AttributeError here as it would be there;
+- every operation that would launch a GPU kernel (it computes into a new buffer, or writes one in place;
+  not a view, not ``empty``) is counted in :data:`launches` by name, so a test can bound a step's launches
+  (on a GPU each costs some microseconds of Python and driver time, whatever its size);
 - random generators (``Philox4x3210``, ``XORWOW``) take a seed but have no state to save or load;
 - CUDA kernels (``ElementwiseKernel``, ``ReductionKernel``, ``RawKernel``) cannot run: building one
   works, calling it raises, so run with ``TINYLLM_KERNELS=0`` (the kernels have their own tests).
@@ -47,10 +50,28 @@ _NDARRAY_NAMES = set(_NAMES["ndarray"])
 
 _by_storage: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 transfers: Counter = Counter()  # "to_host" (array copies to the host), "sync" (scalar reads), "to_device"
+launches: Counter = Counter()  # operations that would launch a kernel on a GPU, by name
+_ALLOCATE_ONLY = {"empty", "empty_like"}  # these only take memory from the pool: no kernel
 
 
 def reset_counts() -> None:
     transfers.clear()
+    launches.clear()
+
+
+def _fresh(obj: Any) -> bool:
+    """True when ``obj`` is a buffer an operation just computed: not a view of an array, not an input returned."""
+    if isinstance(obj, _np.generic):
+        return True  # a reduction's 0-d result
+    return isinstance(obj, _np.ndarray) and obj.base is None and id(obj) not in _by_storage
+
+
+def _count(name: str, result: Any) -> Any:
+    """Count a launch named ``name`` when the operation made a new buffer; returns ``result``."""
+    parts = result if isinstance(result, tuple) else (result,)
+    if name not in _ALLOCATE_ONLY and any(_fresh(part) for part in parts):
+        launches[name] += 1
+    return result
 
 
 _IMPLICIT = "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly."
@@ -99,7 +120,8 @@ def _is_advanced(index: Any) -> bool:
 
 
 def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    return _wrap(function(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+    result = function(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
+    return _wrap(_count(getattr(function, "__name__", "call"), result))
 
 
 # ----------------------------------------------------------------------------------- the device array
@@ -176,9 +198,11 @@ class ndarray:  # noqa: N801 - CuPy's name
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         # np.exp(device_array) runs CuPy's exp (CuPy does the same); a host array among the inputs is an error
         if "out" in kwargs:
-            kwargs["out"] = tuple(_unwrap(o) for o in kwargs["out"])
+            outs = kwargs["out"]
+            kwargs["out"] = tuple(_unwrap(o) for o in outs)
             getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
-            return kwargs["out"][0] if len(kwargs["out"]) == 1 else kwargs["out"]
+            launches[ufunc.__name__] += 1
+            return outs[0] if len(outs) == 1 else outs
         return _call(getattr(ufunc, method), *inputs, **kwargs)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
@@ -238,7 +262,7 @@ class ndarray:  # noqa: N801 - CuPy's name
     # -- indexing
     def __getitem__(self, index: Any) -> Any:
         try:
-            return _wrap(self._a[_unwrap_index(index)])
+            return _wrap(_count("take", self._a[_unwrap_index(index)]))  # a gather: a launch; a slice: a view
         except IndexError as error:
             if "out of bounds" in str(error):
                 raise IndexError(
@@ -258,18 +282,19 @@ class ndarray:  # noqa: N801 - CuPy's name
                 )
             transfers["to_device"] += 1
         self._a[_unwrap_index(index)] = value
+        launches["setitem"] += 1
 
 
 def _binary(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        return _wrap(op(self._a, _unwrap(other)))  # _unwrap refuses a host array, as CuPy does
+        return _wrap(_count(op.__name__, op(self._a, _unwrap(other))))  # _unwrap refuses a host array, as CuPy does
 
     return method
 
 
 def _reflected(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        return _wrap(op(_unwrap(other), self._a))
+        return _wrap(_count(op.__name__, op(_unwrap(other), self._a)))
 
     return method
 
@@ -277,6 +302,7 @@ def _reflected(op: Any) -> Any:
 def _inplace(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> ndarray:
         op(self._a, _unwrap(other))
+        launches[op.__name__] += 1
         return self
 
     return method
@@ -295,7 +321,7 @@ for _name, _op in {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le"
                    "gt": operator.gt, "ge": operator.ge}.items():
     setattr(ndarray, f"__{_name}__", _binary(_op))
 for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert}.items():
-    setattr(ndarray, f"__{_name}__", (lambda op: lambda self: _wrap(op(self._a)))(_op))
+    setattr(ndarray, f"__{_name}__", (lambda op: lambda self: _wrap(_count(op.__name__, op(self._a))))(_op))
 ndarray.__hash__ = None  # type: ignore[assignment]
 
 
@@ -346,6 +372,7 @@ class _Ufunc:
             outs = out if isinstance(out, tuple) else (out,)
             kwargs["out"] = tuple(_unwrap(o) for o in outs)
             self._ufunc(*_unwrap(args), **kwargs)
+            launches[self.__name__] += 1
             return outs[0] if len(outs) == 1 else outs
         return _call(self._ufunc, *args, **kwargs)
 
@@ -362,6 +389,7 @@ class _Ufunc:
         if self.__name__ == "add" and a.dtype.type not in _AT_DTYPES:
             raise TypeError("cupy.add.at only supports int32, int64, float16, float32, float64, uint32, uint64 as data type")
         self._ufunc.at(a._a, _unwrap_index(indices), b._a if isinstance(b, ndarray) else b)
+        launches[f"{self.__name__}.at"] += 1
 
 
 class _Kernel:
