@@ -12,6 +12,7 @@ with its own KV cache (the same architecture, written out below).
     python benchmarks/gpu_train.py --backend cupy                  # on a GPU: the real figures
     python benchmarks/gpu_train.py --backend numpy --tiny          # anywhere, seconds: exercises the code
     python benchmarks/gpu_train.py --backend cupy --json out.jsonl # also one JSON line per figure
+    python benchmarks/gpu_train.py --backend cupy --flash --skip decode   # tinyllm's tiled attention kernels
 
 Precisions: ``fp32`` (TF32 off on both sides), ``tf32`` (float32 storage, TF32 matmuls),
 ``bf16`` and ``fp16`` (PyTorch: autocast, and a GradScaler for fp16; tinyllm: ``tinyllm.amp``, a
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: train,decode,torch")
     parser.add_argument("--json", default=None, metavar="PATH", help="append one JSON line per figure")
+    parser.add_argument("--flash", action="store_true",
+                        help="tinyllm's attention by its tiled kernels (TINYLLM_FLASH_ATTENTION=1; CuPy only)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -78,6 +81,10 @@ def main() -> None:
     import tinyllm as tl
 
     backend = tl.set_backend(args.backend, seed=0)
+    if args.flash:
+        if backend.kernels is None:
+            raise SystemExit("error: --flash needs the cupy backend with its kernels (TINYLLM_KERNELS not 0)")
+        backend.flash_attention = True
     torch = None
     if "torch" not in skip:
         try:
@@ -243,7 +250,8 @@ def bench_train(tl: Any, np: Any, torch: Any, device: str, shape: dict, precisio
             times[side].append(time.perf_counter() - start)
     tokens = B * T
     result = {"kind": "train", "precision": precision, "batch": B, "context": T,
-              "parameters": model.num_parameters(), "tinyllm_tf32_switched": tf32_switched}
+              "parameters": model.num_parameters(), "tinyllm_tf32_switched": tf32_switched,
+              "tinyllm_attention": "tiled" if tl.get_backend().flash_attention else "matrix"}
     if amp is not None and "tinyllm" in steps_by_side:
         result["tinyllm_loss_scale"], result["tinyllm_skipped_steps"] = amp.loss_scale, amp.scaler.skipped_steps
     for side in steps_by_side:

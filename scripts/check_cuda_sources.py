@@ -39,6 +39,9 @@ check("_adamw_multi (RawKernel)", k._ADAMW_MULTI_SOURCE)
 check("_scatter_add_rows (RawKernel)", k._SCATTER_ROWS_SOURCE)
 check("_amp_accumulate, _amp_unscale, _amp_cast (RawKernel)", k._AMP_SOURCE)
 check("_sum_squares_multi, _scale_multi (RawKernel)", k._GRAD_NORM_SOURCE)
+for head_dim in k.FLASH_HEAD_DIMS:
+    for tag in ("f32", "f16"):
+        check(f"tiled attention, head_dim {head_dim}, {tag} (RawKernel)", k._flash_source(head_dim, tag))
 
 # Each ElementwiseKernel / ReductionKernel expression, wrapped in a kernel of our own with the same
 # parameter names and C types (as CuPy declares them), and compiled: catches C errors without a GPU.

@@ -4,17 +4,16 @@ On a GPU a small model's step is often bound not by arithmetic but by launches: 
 microseconds of Python and driver time however little it computes, so a step of 1,000 launches spends
 milliseconds just starting them. The number depends only on the code, not on the GPU, so it can be
 counted anywhere: this script runs ``tinyllm.train.train_step`` on the simulated CuPy
-(``tests/simulated_cupy``, NumPy underneath, which counts every operation that would launch a kernel)
-with the fused kernels replaced by their NumPy stand-ins (``tests/test_kernel_hooks.py``), each call of
-one counted as one launch (a few make two or three, the same in every dtype). It prints one JSON line
-per (dtype, n_layers): the launches of a step and the ten most frequent operations::
+(``tests/simulated_cupy``, NumPy underneath), which counts every operation that would launch a kernel
+and runs tinyllm's fused CUDA kernels on the CPU (compiled by g++; each call is one launch). It prints
+one JSON line per (dtype, n_layers): the launches of a step and the ten most frequent operations::
 
     python scripts/count_launches.py                          # the gpu preset's model (6 layers, dim 384)
     python scripts/count_launches.py --layers 1,2 --dim 32 --context 16 --batch 2   # small: seconds
 
 The difference between two layer counts is the launches one layer adds; compare it across dtypes to see
 what a precision costs per layer, and the rest (the embedding, the loss, the optimizer, mixed precision's
-bookkeeping) is what remains at zero layers.
+bookkeeping) is what remains at zero layers. The batch and context change no count, only the time.
 """
 
 from __future__ import annotations
@@ -42,15 +41,13 @@ def main() -> None:
     parser.add_argument("--no-kernels", action="store_true", help="no fused kernels at all: the plain array code")
     args = parser.parse_args()
 
-    # The simulated CuPy must be imported as "cupy" before tinyllm looks for it, and tinyllm must not build
-    # the real kernels (the simulated CuPy cannot run CUDA): the stand-ins replace them below.
-    sys.path[:0] = [str(ROOT / "tests" / "simulated_cupy"), str(ROOT / "tests"), str(ROOT)]
-    os.environ["TINYLLM_KERNELS"] = "0"
+    # The simulated CuPy must be imported as "cupy" before tinyllm looks for it.
+    sys.path[:0] = [str(ROOT / "tests" / "simulated_cupy"), str(ROOT)]
+    os.environ["TINYLLM_KERNELS"] = "0" if args.no_kernels else "1"
     import cupy
 
     if not getattr(cupy, "SIMULATED", False):
         raise SystemExit("error: imported a real CuPy; run this script with the repository's tests/ beside it")
-    from test_kernel_hooks import NumpyKernels
 
     import tinyllm as tl
     from tinyllm.amp import MixedPrecision
@@ -58,10 +55,8 @@ def main() -> None:
     from tinyllm.train import TrainConfig, configure_optimizer, train_step
 
     backend = tl.set_backend("cupy", seed=0)
-    kernels = None if args.no_kernels else SimulatedKernels(NumpyKernels(), cupy)
     for dtype in args.dtypes.split(","):
         for n_layers in (int(n) for n in args.layers.split(",")):
-            backend.kernels = kernels
             config = ModelConfig(vocab_size=args.vocab, dim=args.dim, n_layers=n_layers, n_heads=args.heads,
                                  max_seq_len=args.context, tie_embeddings=False, dropout=0.0)
             model = Transformer(config)
@@ -73,45 +68,10 @@ def main() -> None:
             train_step(model, optimizer, batch, lr=1e-3, grad_clip=1.0, amp=amp)  # the first step makes AdamW's state
             cupy.reset_counts()
             train_step(model, optimizer, batch, lr=1e-3, grad_clip=1.0, amp=amp)
-            print(json.dumps({"dtype": dtype, "n_layers": n_layers, "kernels": kernels is not None,
+            print(json.dumps({"dtype": dtype, "n_layers": n_layers, "kernels": backend.kernels is not None,
                               "parameters": len(model.parameters()), "launches": sum(cupy.launches.values()),
                               "syncs": cupy.transfers["sync"], "top": dict(cupy.launches.most_common(10))}),
                   flush=True)
-    backend.kernels = None
-
-
-class SimulatedKernels:
-    """The NumPy stand-in kernels on the simulated CuPy's device arrays: the arrays are unwrapped to their NumPy
-    storage (so in-place kernels write the device arrays), the results wrapped back, each call one launch."""
-
-    def __init__(self, stand_in: object, cupy: object) -> None:
-        self.stand_in, self.cupy = stand_in, cupy
-
-    def usable(self, *arrays: object, half: bool = False) -> bool:
-        return self.stand_in.usable(*arrays, half=half)
-
-    def is_16bit(self, *arrays: object) -> bool:
-        return self.stand_in.is_16bit(*arrays)
-
-    def __getattr__(self, name: str) -> object:
-        function = getattr(self.stand_in, name)
-        cupy = self.cupy
-
-        def unwrap(a: object) -> object:
-            if isinstance(a, cupy.ndarray):
-                return a._a
-            return type(a)(unwrap(x) for x in a) if isinstance(a, (list, tuple)) else a
-
-        def wrap(a: object) -> object:  # NumPy scalars too: a kernel's 0-d result stays on the device
-            if isinstance(a, (numpy.ndarray, numpy.generic)):
-                return cupy.ndarray(numpy.asarray(a))
-            return type(a)(wrap(x) for x in a) if isinstance(a, (list, tuple)) else a
-
-        def launch(*args: object, **kwargs: object) -> object:
-            cupy.launches[f"kernel {name}"] += 1
-            return wrap(function(*(unwrap(a) for a in args), **kwargs))
-
-        return launch
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@
 #   1 kernels  tests/test_cuda_kernels.py: every fused CuPy kernel against its NumPy Function
 #   2 bench    benchmarks/gpu_train.py: tinyllm vs PyTorch eager per precision (fp16 and bf16 with tinyllm.amp
 #              against autocast first: fp16 missed the 0.5x target on the first H200 run and bf16 failed; then tf32,
-#              fp32; PRECISIONS overrides), SmolLM2-shaped decode
+#              fp32; PRECISIONS overrides), SmolLM2-shaped decode; then 2b, fp16 and TF32 again with tinyllm's
+#              tiled attention kernels (--flash: TINYLLM_FLASH_ATTENTION), rows marked "tinyllm_attention": "tiled"
 #   3 fast     a fast subset of the suite with TINYLLM_BACKEND=cupy (autograd, fused ops, model, resume, amp)
 #   4 train    examples/train_shakespeare.py --backend "$BACKEND" --preset gpu (--dtype $TRAIN_DTYPE, default float32),
 #              stopped by SIGINT at its limit (the preset's 750 steps took 65 s on an H200);
@@ -23,8 +24,8 @@
 #              the image has no mpiexec): data-parallel step == plain step, bit for bit, and
 #              the all-reduce of a 100 MB buffer (rows "exact" and "bandwidth", phase nccl)
 #   6 rest     the rest of the suite with TINYLLM_BACKEND=cupy, in whatever time is left
-# Limits (s): kernels 75, bench 120, fast 110, train 80, nccl 45 = 430 of the 470 s budget; rest gets what the
-# earlier phases left (they usually end well before their limits; train and bench use theirs).
+# Limits (s): kernels 90, bench 120, bench_flash 60, fast 90, train 70, nccl 30 = 460 of the 470 s budget; rest
+# gets what the earlier phases left (they usually end well before their limits; train and bench use theirs).
 # Output files (8 at most come back): gpu_check.jsonl, gpu_check.log, pytest_fast.txt, pytest_rest.txt,
 # train_log.jsonl, loss.png, bench.jsonl.
 set -u
@@ -109,7 +110,7 @@ run_pytest() {  # run_pytest PHASE SECONDS OUTFILE ARGS... : the summary line an
 }
 
 # -- 1: kernel agreement tests ------------------------------------------------------------------------------
-run_pytest kernels "$(limit 75)" "$OUT/pytest_kernels.txt" tests/test_cuda_kernels.py
+run_pytest kernels "$(limit 90)" "$OUT/pytest_kernels.txt" tests/test_cuda_kernels.py
 cat "$OUT/pytest_kernels.txt" >>"$LOG"; rm -f "$OUT/pytest_kernels.txt"  # keep the file count under 8
 
 # -- 2: benchmark ---------------------------------------------------------------------------------------------
@@ -119,17 +120,25 @@ if (( T > 20 )); then
   timeout -k 10 --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --precisions "${PRECISIONS:-fp16,bf16,tf32,fp32}" --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
   record bench rc=$? seconds=$(( $(date +%s) - t0 )) limit_s="$T"
 fi
+# 2b: the same with tinyllm's tiled attention kernels (TINYLLM_FLASH_ATTENTION), float16 and TF32: speed and memory
+T=$(limit 60)
+if (( T > 20 )) && [[ "$BACKEND" == cupy ]]; then
+  t0=$(date +%s)
+  timeout -k 10 --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --flash --skip decode \
+    --precisions "${FLASH_PRECISIONS:-fp16,tf32}" --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
+  record bench_flash rc=$? seconds=$(( $(date +%s) - t0 )) limit_s="$T"
+fi
 
 # -- 3: a fast subset of the suite on CuPy ------------------------------------------------------------------
 FAST=(tests/test_autograd_core.py tests/test_fused.py tests/test_float32_everywhere.py tests/test_resume_exact.py
       tests/test_model.py tests/test_nn.py tests/test_optim.py tests/test_sampling.py tests/test_checkpoint.py
       tests/test_amp.py)
-run_pytest fast "$(limit 110)" "$OUT/pytest_fast.txt" -x "${FAST[@]}"
+run_pytest fast "$(limit 90)" "$OUT/pytest_fast.txt" -x "${FAST[@]}"
 
 # -- 4: the example, gpu preset, timed ------------------------------------------------------------------------
 DATA=${TINYLLM_DATA:-.gpu_data/tinyshakespeare.txt}
 if [[ -f "$DATA" ]]; then
-  T=$(limit 80); t0=$(date +%s)
+  T=$(limit 70); t0=$(date +%s)
   rm -rf /tmp/gpu_check_run
   timeout -k 10 --signal=INT "$T" "$PY" examples/train_shakespeare.py --backend "$BACKEND" --preset gpu --data "$DATA" \
     --out-dir /tmp/gpu_check_run --no-progress --sample-tokens 100 --dtype "${TRAIN_DTYPE:-float32}" >>"$LOG" 2>&1
@@ -160,7 +169,7 @@ else
 fi
 
 # -- 5: NCCL with world size 1 (issue 14) -------------------------------------------------------------------
-T=$(limit 45); t0=$(date +%s)
+T=$(limit 30); t0=$(date +%s)
 RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=${NCCL_CHECK_PORT:-29533} \
   timeout -k 10 --signal=INT "$T" "$PY" benchmarks/distributed.py --one-rank --backend "$BACKEND" --megabytes 100 \
   >/tmp/gpu_check_nccl.jsonl 2>>"$LOG"

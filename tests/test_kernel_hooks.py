@@ -27,7 +27,8 @@ class NumpyKernels:
 
     HALF = ("rms_norm_forward", "rms_norm_backward", "swiglu_forward", "swiglu_backward",  # written with a type T
             "rope", "causal_softmax_", "softmax_backward",
-            "accumulate_grads_many", "cast_many")  # the mixed-precision ones: 16-bit shadows
+            "accumulate_grads_many", "cast_many",  # the mixed-precision ones: 16-bit shadows
+            "flash_attention_forward", "flash_attention_backward")
 
     def usable(self, *arrays, half=False) -> bool:
         dtype = arrays[0].dtype
@@ -42,7 +43,7 @@ class NumpyKernels:
         CuPy's typed kernels do ("Type is mismatched"): a Function must check with ``usable`` every array
         it hands over."""
         attr = object.__getattribute__(self, name)
-        if name.startswith("_") or name in ("usable", "is_16bit") or not callable(attr):
+        if name.startswith("_") or name in ("usable", "is_16bit", "flash_usable") or not callable(attr):
             return attr
 
         def typed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -169,6 +170,36 @@ class NumpyKernels:
         self.calls.append("scale_many")
         for g in grads:
             g *= np.float32(factor)
+
+    FLASH_HEAD_DIMS = (4, 8)  # the stand-in takes small heads; the CUDA kernels are built for 32, 64, 128
+
+    def flash_usable(self, q, k, v):
+        return q.shape[-1] in self.FLASH_HEAD_DIMS and self.usable(q, k, v, half=True)
+
+    def _flash_probs(self, q, k, scale, T, causal):
+        s = (q.astype(np.float64) * scale) @ np.swapaxes(k.astype(np.float64), -1, -2)  # (B, Hkv, R, S)
+        R, S = s.shape[-2:]
+        if causal:
+            i = (np.arange(R) % T)[:, None]
+            s = np.where(np.arange(S)[None, :] <= i + S - T, s, -np.inf)
+        lse = np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1)) + s.max(-1)
+        return np.exp(s - lse[..., None]), lse
+
+    def flash_attention_forward(self, q, k, v, scale, T, causal):
+        self.calls.append("flash_attention_forward")
+        probs, lse = self._flash_probs(q, k, scale, T, causal)
+        return (probs @ v.astype(np.float64)).astype(q.dtype), lse.astype(np.float32)
+
+    def flash_attention_backward(self, q, k, v, out, lse, gout, scale, T, causal):
+        self.calls.append("flash_attention_backward")
+        probs, _ = self._flash_probs(q, k, scale, T, causal)
+        g = gout.astype(np.float64)
+        delta = (g * out.astype(np.float64)).sum(-1, keepdims=True)
+        ds = probs * (g @ np.swapaxes(v.astype(np.float64), -1, -2) - delta)
+        gq = scale * ds @ k.astype(np.float64)
+        gk = scale * np.swapaxes(ds, -1, -2) @ q.astype(np.float64)
+        gv = np.swapaxes(probs, -1, -2) @ g
+        return gq.astype(q.dtype), gk.astype(k.dtype), gv.astype(v.dtype)
 
     def adamw_update_many(self, updates):
         self.calls.append("adamw_update_many")
@@ -451,3 +482,25 @@ def test_gradient_clipping_goes_through_the_kernels(kernels, max_norm):
     assert norm_a == norm_b == np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in start))
     assert all(np.array_equal(a, b) for a, b in zip(grads_a, grads_b))
     assert kernels.calls == (["sum_of_squares_many", "scale_many"] if max_norm < 1 else ["sum_of_squares_many"])
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 2, 3, 3), (1, 4, 1, 2, 5), (1, 2, 2, 1, 4)])  # (B, H, Hkv, T, S)
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_goes_through_the_tiled_kernels_when_asked(kernels, shape, causal):
+    """backend.flash_attention (TINYLLM_FLASH_ATTENTION=1 on CuPy): the forward saves lse instead of the
+    probabilities and the backward recomputes them; the same outputs and gradients as the array code."""
+    B, H, Hkv, T, S = shape
+    rng = np.random.default_rng(4)
+    arrays = [f32(rng, B, H, T, 4), f32(rng, B, Hkv, S, 4), f32(rng, B, Hkv, S, 4)]
+    backend = tl.get_backend()
+    backend.flash_attention = True
+    try:
+        assert_hooks_agree(kernels, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal), arrays,
+                           ["flash_attention_forward", "flash_attention_backward"])
+        assert "causal_softmax_" not in kernels.calls
+        kernels.calls.clear()
+        x = [tl.tensor(a, requires_grad=True) for a in arrays]  # dropout, or a mask: the matrix path, as before
+        scaled_dot_product_attention(*x, is_causal=causal, dropout_p=0.5).sum().backward()
+        assert "flash_attention_forward" not in kernels.calls
+    finally:
+        backend.flash_attention = False

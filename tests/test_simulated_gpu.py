@@ -137,9 +137,9 @@ print(json.dumps(rows))
 
 
 def test_a_16_bit_step_launches_as_many_kernels_per_layer_as_a_float32_step() -> None:
-    """scripts/count_launches.py on the simulated CuPy, with the kernels' NumPy stand-ins: the kernel launches
-    of one training step. A float16 step once launched 1,146 kernels where float32 launched 633 (the gpu
-    preset's 6 layers): RoPE and the softmax ran their array code in 16-bit, and mixed precision's bookkeeping
+    """scripts/count_launches.py on the simulated CuPy, its kernels run on the CPU: the kernel launches of one
+    training step. A float16 step once launched 1,214 kernels where float32 launched 688 (the gpu preset's
+    6 layers): RoPE and the softmax ran their array code in 16-bit, and mixed precision's bookkeeping
     made a few launches per parameter. Now a layer costs the same in both dtypes, and float16 adds a few
     launches per step whatever the model's size (the logits' casts around the float32 loss, the loss scale,
     the three bookkeeping kernels); clipping and AdamW launch per step, not per parameter."""
@@ -199,3 +199,21 @@ def test_the_gpu_checks_first_test_files_pass_on_the_simulated_gpu() -> None:
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args],
                             capture_output=True, text=True, timeout=600, env=simulated_env(), cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_every_cuda_kernel_agrees_with_numpy_when_run_on_the_cpu() -> None:
+    """tests/test_cuda_kernels.py, the GPU's agreement tests, with the kernels' C run on the CPU: the simulated
+    CuPy compiles each ElementwiseKernel, ReductionKernel and RawKernel with g++ (tests/simulated_cupy/cupy/
+    _cuda_on_cpu.py). A wrong index, a missed row, a kernel launched with its arguments in the wrong order, a
+    deadlocked barrier fails here, in CI, before a GPU session spends its minutes on it. (Run this way it found
+    a GPU test that wrote to a 1-D array with two indices, and a test whose tolerance measured AdamW's
+    amplification of rounding rather than the kernels.)"""
+    env = {**simulated_env(), "TINYLLM_KERNELS": "1"}
+    command = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "tests/test_cuda_kernels.py"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    passed = [line for line in lines if line.startswith("PASSED")]
+    skipped = [line for line in lines if line.startswith("SKIPPED")]
+    assert passed, result.stdout[-3000:]
+    assert all("ml_dtypes" in line for line in skipped), skipped  # only bfloat16, where ml_dtypes is missing

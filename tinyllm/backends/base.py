@@ -33,6 +33,7 @@ class Backend:
     name: str = "base"
     xp: Any = None
     kernels: Any = None  # fused kernels that Functions use when set (CuPy: tinyllm.backends.cuda_kernels)
+    flash_attention: bool = False  # attention by the tiled kernels (CuPy, TINYLLM_FLASH_ATTENTION=1), not the matrix
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = self.make_rng(seed)

@@ -2,8 +2,8 @@
 
 The NumPy versions in ``tinyllm.nn.fused``, ``tinyllm.autograd.ops`` and ``tinyllm.optim`` stay the
 readable reference: each kernel here computes exactly the formula of the Function it fuses (named
-in its docstring), and ``tests/test_cuda_kernels.py`` checks on a GPU that the two agree within
-float32 rounding. A Function asks its backend for ``kernels`` and uses them when they apply::
+in its docstring), and ``tests/test_cuda_kernels.py`` checks that the two agree within float32
+rounding: on a GPU, and in CI on a CPU, where the simulated CuPy of the tests compiles this C with g++. A Function asks its backend for ``kernels`` and uses them when they apply::
 
     kernels = get_backend().kernels          # None on NumPy; this module on CuPy
     if kernels is not None and kernels.usable(x, weight):
@@ -64,7 +64,8 @@ _rms_apply = cupy.ElementwiseKernel(
     "T x, float32 r, T w", "T xhat, T y", "float v = (float)x * r; xhat = v; y = v * (float)w", "tinyllm_rms_apply"
 )
 _sum_products = cupy.ReductionKernel(  # (in a reduction, a and b name the partial results: not for inputs)
-    "T x1, T x2", "float32 total", "(float)x1 * (float)x2", "a + b", "total = a", "0", "tinyllm_sum_products"
+    "T x1, T x2", "T total", "(float)x1 * (float)x2", "a + b", "total = a", "0", "tinyllm_sum_products",
+    reduce_type="float",  # the partial sums a, b in float (a C type); the total rounded once to T
 )
 _sum_products3 = cupy.ReductionKernel(
     "T x1, T x2, T x3", "float32 total", "(float)x1 * (float)x2 * (float)x3", "a + b", "total = a", "0",
@@ -89,7 +90,7 @@ def rms_norm_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any, Any]:
 def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any]:
     """(dx, dw) of RMSNorm: two reductions and one elementwise pass."""
     lead = tuple(range(gy.ndim - 1))
-    gw = _sum_products(gy, xhat, axis=lead).astype(gy.dtype, copy=False)  # (D,), summed in float32
+    gw = _sum_products(gy, xhat, axis=lead)  # (D,) in gy's dtype, summed in float32
     dot = _sum_products3(gy, weight, xhat, axis=gy.ndim - 1, keepdims=True)  # (..., 1): sum(dy * w * xhat)
     gx = _rms_backward(gy, weight, xhat, r, dot, np.float32(1.0 / gy.shape[-1]))
     return gx, gw
@@ -190,13 +191,15 @@ def cross_entropy_backward(x: Any, lse: Any, targets: Any, scale: Any) -> Any:
 # instructions, so no header is needed: float16 by PTX's cvt (round to nearest even, as NumPy's astype),
 # bfloat16 by float32's top 16 bits (rounded to nearest even, as ml_dtypes). load/store overload on the
 # pointer type, so one template body serves float32 and float16.
-_HALF_SOURCE = r"""
+_HALF_CVT_SOURCE = r"""
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }
 __device__ __forceinline__ unsigned short float_to_half(float f) {
     unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
 }
+"""
+_HALF_SOURCE = _HALF_CVT_SOURCE + r"""
 __device__ __forceinline__ float bf16_to_float(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
 __device__ __forceinline__ unsigned short float_to_bf16(float f) {
     unsigned int u = __float_as_uint(f);
@@ -290,6 +293,244 @@ def softmax_backward(probs: Any, gprobs: Any, rowdot: Any) -> Any:
     """In place in gprobs: dscores = probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass.
     float32 or float16 (float arithmetic inside)."""
     return _softmax_backward(probs, gprobs, rowdot, gprobs)  # each element reads its own g, then overwrites it
+
+
+# ---------------------------------------------------------------------------------------- tiled attention
+# ScaledDotProductAttention without the (G*T, S) matrix (FlashAttention, Dao et al. 2022; its version 2's
+# loop order): the same outputs and gradients as the array code above, computed tile by tile, so memory
+# grows with T, not T^2. Off by default (TINYLLM_FLASH_ATTENTION=1 turns it on) until measured on a GPU:
+# these loops run on CUDA cores, where the array code's matrix products use cuBLAS and tensor cores.
+#
+# Forward, one thread per query row r (a block holds FLASH_ROWS rows of one (batch, kv head)), keys in tiles
+# of FLASH_KEYS staged in shared memory. The online softmax keeps, per row, the largest score m seen so far,
+# l = sum over seen keys of exp(s_j - m) and o = sum of exp(s_j - m) v_j; a new tile with largest score m_t:
+#     m' = max(m, m_t);  l = l e^(m - m') + sum_j e^(s_j - m');  o = o e^(m - m') + sum_j e^(s_j - m') v_j
+# and at the end out = o / l, softmax's exact value, never having stored a row of scores. lse = m + log l is
+# kept (one float a row) for the backward, which recomputes P = exp(s - lse) tile by tile:
+#     dv_j = sum_r P_rj do_r;  dP_rj = do_r . v_j;  dS_rj = P_rj (dP_rj - delta_r),  delta_r = do_r . out_r
+#     dk_j = sum_r dS_rj (scale q_r);  dq_r = scale sum_j dS_rj k_j
+# in two kernels: one thread per key for dk, dv (summing over every query row: GQA's groups fold in for free),
+# one thread per query row for dq. Row r is query i = r % T of its head; it sees keys j <= i + S - T if causal.
+# D (head_dim) is a template parameter, so the per-thread arrays live in registers: 32, 64 and 128 are built.
+
+FLASH_HEAD_DIMS = (32, 64, 128)
+_FLASH_ROWS, _FLASH_KEYS = 64, 32
+
+_FLASH_SOURCE = _HALF_SOURCE + r"""
+#define NEG_INF __int_as_float(0xff800000)
+#define FLASH_ROWS 64
+#define FLASH_KEYS 32
+// The keys a row may see, and the most any row of rows [r0, r0 + n) may see (how far the block's tiles go).
+__device__ __forceinline__ int visible_keys(int r, int S, int T, int causal) { return causal ? r % T + S - T + 1 : S; }
+__device__ __forceinline__ int block_keys(int r0, int n, int S, int T, int causal) {
+    if (!causal) return S;
+    int i0 = r0 % T;
+    int last = i0 + n - 1 < T ? i0 + n - 1 : T - 1;   // rows wrap to i = 0 when a block spans two heads
+    return last + S - T + 1;
+}
+
+template <int D, typename Scalar>
+__device__ void flash_forward(const Scalar* q, const Scalar* k, const Scalar* v, Scalar* out, float* lse,
+                              int R, int S, int T, int causal, float scale) {
+    __shared__ float ks[FLASH_KEYS][D];
+    __shared__ float vs[FLASH_KEYS][D];
+    const long long head = blockIdx.y;                       // (batch, kv head)
+    const int r0 = blockIdx.x * FLASH_ROWS, r = r0 + threadIdx.x;
+    const bool active = r < R;
+    const int visible = active ? visible_keys(r, S, T, causal) : 0;
+    const int keys = block_keys(r0, R - r0 < FLASH_ROWS ? R - r0 : FLASH_ROWS, S, T, causal);
+    q += head * R * D; k += head * S * D; v += head * S * D;
+    float qr[D], o[D];
+    for (int d = 0; d < D; ++d) { qr[d] = active ? load(q + (long long)r * D + d) * scale : 0.0f; o[d] = 0.0f; }
+    float m = NEG_INF, l = 0.0f;
+    for (int start = 0; start < keys; start += FLASH_KEYS) {
+        __syncthreads();                                     // every thread is done with the previous tile
+        for (int e = threadIdx.x; e < FLASH_KEYS * D; e += blockDim.x) {
+            const int c = e / D, d = e % D, j = start + c;
+            ks[c][d] = j < S ? load(k + (long long)j * D + d) : 0.0f;
+            vs[c][d] = j < S ? load(v + (long long)j * D + d) : 0.0f;
+        }
+        __syncthreads();
+        float s[FLASH_KEYS], tile_max = NEG_INF;
+        for (int c = 0; c < FLASH_KEYS; ++c) {
+            float dot = 0.0f;
+            for (int d = 0; d < D; ++d) dot += qr[d] * ks[c][d];
+            s[c] = start + c < visible ? dot : NEG_INF;
+            tile_max = fmaxf(tile_max, s[c]);
+        }
+        if (tile_max == NEG_INF) continue;                   // nothing this row may see in the tile
+        const float m_new = fmaxf(m, tile_max), alpha = expf(m - m_new);   // alpha = 0 on the first tile
+        l *= alpha;
+        for (int d = 0; d < D; ++d) o[d] *= alpha;
+        for (int c = 0; c < FLASH_KEYS; ++c) {
+            const float p = expf(s[c] - m_new);              // 0 for a key the row may not see
+            l += p;
+            for (int d = 0; d < D; ++d) o[d] += p * vs[c][d];
+        }
+        m = m_new;
+    }
+    if (!active) return;
+    const float inv = 1.0f / l;
+    for (int d = 0; d < D; ++d) store(out + head * R * D + (long long)r * D + d, o[d] * inv);
+    lse[head * R + r] = m + logf(l);
+}
+
+// dk, dv: one thread per key j (a block holds FLASH_KEYS keys), query rows in tiles of FLASH_KEYS.
+template <int D, typename Scalar>
+__device__ void flash_backward_kv(const Scalar* q, const Scalar* k, const Scalar* v, const Scalar* gout,
+                                  const float* lse, const float* delta, Scalar* gk, Scalar* gv,
+                                  int R, int S, int T, int causal, float scale) {
+    __shared__ float qs[FLASH_KEYS][D];                      // scale * q of the tile's rows
+    __shared__ float gs[FLASH_KEYS][D];                      // their gout
+    __shared__ float lse_s[FLASH_KEYS], delta_s[FLASH_KEYS];
+    const long long head = blockIdx.y;
+    const int j = blockIdx.x * FLASH_KEYS + threadIdx.x;
+    const bool active = j < S;
+    q += head * R * D; gout += head * R * D; lse += head * R; delta += head * R;
+    float kj[D], vj[D], dk[D], dv[D];
+    for (int d = 0; d < D; ++d) {
+        kj[d] = active ? load(k + head * S * D + (long long)j * D + d) : 0.0f;
+        vj[d] = active ? load(v + head * S * D + (long long)j * D + d) : 0.0f;
+        dk[d] = 0.0f; dv[d] = 0.0f;
+    }
+    for (int start = 0; start < R; start += FLASH_KEYS) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < FLASH_KEYS * D; e += blockDim.x) {
+            const int c = e / D, d = e % D, r = start + c;
+            qs[c][d] = r < R ? load(q + (long long)r * D + d) * scale : 0.0f;
+            gs[c][d] = r < R ? load(gout + (long long)r * D + d) : 0.0f;
+        }
+        for (int c = threadIdx.x; c < FLASH_KEYS; c += blockDim.x) {
+            lse_s[c] = start + c < R ? lse[start + c] : 0.0f;
+            delta_s[c] = start + c < R ? delta[start + c] : 0.0f;
+        }
+        __syncthreads();
+        if (!active) continue;
+        for (int c = 0; c < FLASH_KEYS && start + c < R; ++c) {
+            if (j >= visible_keys(start + c, S, T, causal)) continue;
+            float s = 0.0f, dp = 0.0f;
+            for (int d = 0; d < D; ++d) { s += qs[c][d] * kj[d]; dp += gs[c][d] * vj[d]; }
+            const float p = expf(s - lse_s[c]), ds = p * (dp - delta_s[c]);
+            for (int d = 0; d < D; ++d) { dv[d] += p * gs[c][d]; dk[d] += ds * qs[c][d]; }
+        }
+    }
+    if (!active) return;
+    for (int d = 0; d < D; ++d) {
+        store(gk + head * S * D + (long long)j * D + d, dk[d]);
+        store(gv + head * S * D + (long long)j * D + d, dv[d]);
+    }
+}
+
+// dq: one thread per query row, keys in tiles of FLASH_KEYS.
+template <int D, typename Scalar>
+__device__ void flash_backward_q(const Scalar* q, const Scalar* k, const Scalar* v, const Scalar* gout,
+                                 const float* lse, const float* delta, Scalar* gq,
+                                 int R, int S, int T, int causal, float scale) {
+    __shared__ float ks[FLASH_KEYS][D];
+    __shared__ float vs[FLASH_KEYS][D];
+    const long long head = blockIdx.y;
+    const int r0 = blockIdx.x * FLASH_ROWS, r = r0 + threadIdx.x;
+    const bool active = r < R;
+    const int visible = active ? visible_keys(r, S, T, causal) : 0;
+    const int keys = block_keys(r0, R - r0 < FLASH_ROWS ? R - r0 : FLASH_ROWS, S, T, causal);
+    k += head * S * D; v += head * S * D;
+    float qr[D], gr[D], dq[D];
+    for (int d = 0; d < D; ++d) {
+        qr[d] = active ? load(q + head * R * D + (long long)r * D + d) * scale : 0.0f;
+        gr[d] = active ? load(gout + head * R * D + (long long)r * D + d) : 0.0f;
+        dq[d] = 0.0f;
+    }
+    const float lse_r = active ? lse[head * R + r] : 0.0f, delta_r = active ? delta[head * R + r] : 0.0f;
+    for (int start = 0; start < keys; start += FLASH_KEYS) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < FLASH_KEYS * D; e += blockDim.x) {
+            const int c = e / D, d = e % D, j = start + c;
+            ks[c][d] = j < S ? load(k + (long long)j * D + d) : 0.0f;
+            vs[c][d] = j < S ? load(v + (long long)j * D + d) : 0.0f;
+        }
+        __syncthreads();
+        for (int c = 0; c < FLASH_KEYS && start + c < visible; ++c) {
+            float s = 0.0f, dp = 0.0f;
+            for (int d = 0; d < D; ++d) { s += qr[d] * ks[c][d]; dp += gr[d] * vs[c][d]; }
+            const float ds = expf(s - lse_r) * (dp - delta_r);
+            for (int d = 0; d < D; ++d) dq[d] += ds * ks[c][d];
+        }
+    }
+    if (!active) return;
+    for (int d = 0; d < D; ++d) store(gq + head * R * D + (long long)r * D + d, dq[d] * scale);
+}
+"""
+
+
+def _flash_source(head_dim: int, tag: str) -> str:
+    """The templates above and the three entry points for one head_dim and dtype (f32, f16): each
+    variant is compiled on its first use, alone (all of them at once would be a megabyte of PTX)."""
+    c = {"f32": "float", "f16": "unsigned short"}[tag]
+    d = head_dim
+    return _FLASH_SOURCE + f"""
+extern "C" __global__ void tinyllm_flash_forward_{d}_{tag}(const {c}* q, const {c}* k, const {c}* v, {c}* out,
+        float* lse, int R, int S, int T, int causal, float scale) {{
+    flash_forward<{d}>(q, k, v, out, lse, R, S, T, causal, scale);
+}}
+extern "C" __global__ void tinyllm_flash_backward_kv_{d}_{tag}(const {c}* q, const {c}* k, const {c}* v,
+        const {c}* gout, const float* lse, const float* delta, {c}* gk, {c}* gv, int R, int S, int T, int causal,
+        float scale) {{
+    flash_backward_kv<{d}>(q, k, v, gout, lse, delta, gk, gv, R, S, T, causal, scale);
+}}
+extern "C" __global__ void tinyllm_flash_backward_q_{d}_{tag}(const {c}* q, const {c}* k, const {c}* v,
+        const {c}* gout, const float* lse, const float* delta, {c}* gq, int R, int S, int T, int causal,
+        float scale) {{
+    flash_backward_q<{d}>(q, k, v, gout, lse, delta, gq, R, S, T, causal, scale);
+}}
+"""
+
+
+_flash_kernels: dict[tuple[str, int, str], Any] = {}
+
+
+def _flash(part: str, head_dim: int, dtype: Any) -> Any:
+    tag = "f32" if dtype == np.float32 else "f16"
+    key = (part, head_dim, tag)
+    if key not in _flash_kernels:  # one source, compiled once; each entry point looked up on first use
+        _flash_kernels[key] = cupy.RawKernel(_flash_source(head_dim, tag), f"tinyllm_flash_{part}_{head_dim}_{tag}")
+    return _flash_kernels[key]
+
+
+def flash_usable(q: Any, k: Any, v: Any) -> bool:
+    """Whether the tiled kernels take these (B, Hkv, rows, D) arrays: float32 or float16, a head_dim they are built
+    for (FLASH_HEAD_DIMS)."""
+    return q.shape[-1] in FLASH_HEAD_DIMS and usable(q, k, v, half=True)
+
+
+def flash_attention_forward(q: Any, k: Any, v: Any, scale: float, T: int, causal: bool) -> tuple[Any, Any]:
+    """(out, lse) of softmax(scale q k^T, causal) v without the scores: q (B, Hkv, R = G*T, D), k, v
+    (B, Hkv, S, D); out like q, lse (B, Hkv, R) float32, the log of each row's softmax denominator.
+    (Arrays that are not C-contiguous are copied: the kernels index rows of D consecutive values.)"""
+    q, k, v = (cupy.ascontiguousarray(a) for a in (q, k, v))
+    B, Hkv, R, D = q.shape
+    S = k.shape[2]
+    out = cupy.empty_like(q)
+    lse = cupy.empty((B, Hkv, R), dtype=cupy.float32)
+    _flash("forward", D, q.dtype)(((R + _FLASH_ROWS - 1) // _FLASH_ROWS, B * Hkv), (_FLASH_ROWS,),
+                                  (q, k, v, out, lse, np.int32(R), np.int32(S), np.int32(T), np.int32(causal),
+                                   np.float32(scale)))
+    return out, lse
+
+
+def flash_attention_backward(q: Any, k: Any, v: Any, out: Any, lse: Any, gout: Any, scale: float, T: int,
+                             causal: bool) -> tuple[Any, Any, Any]:
+    """(dq, dk, dv) of flash_attention_forward, recomputing the probabilities tile by tile from lse."""
+    q, k, v, gout = (cupy.ascontiguousarray(a) for a in (q, k, v, gout))
+    B, Hkv, R, D = q.shape
+    S = k.shape[2]
+    delta = (gout.astype(cupy.float32, copy=False) * out.astype(cupy.float32, copy=False)).sum(axis=-1)  # do_r . out_r
+    gq, gk, gv = cupy.empty_like(q), cupy.empty_like(k), cupy.empty_like(v)
+    args = (np.int32(R), np.int32(S), np.int32(T), np.int32(causal), np.float32(scale))
+    _flash("backward_kv", D, q.dtype)(((S + _FLASH_KEYS - 1) // _FLASH_KEYS, B * Hkv), (_FLASH_KEYS,),
+                                      (q, k, v, gout, lse, delta, gk, gv, *args))
+    _flash("backward_q", D, q.dtype)(((R + _FLASH_ROWS - 1) // _FLASH_ROWS, B * Hkv), (_FLASH_ROWS,),
+                                     (q, k, v, gout, lse, delta, gq, *args))
+    return gq, gk, gv
 
 
 # ---------------------------------------------------------------------------------------- embedding backward

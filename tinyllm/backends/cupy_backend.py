@@ -62,6 +62,9 @@ class CupyBackend(Backend):
             from . import cuda_kernels
 
             self.kernels = cuda_kernels
+            # TINYLLM_FLASH_ATTENTION=1: attention without the (T, S) scores (cuda_kernels, "tiled attention");
+            # off by default until a GPU has measured it against the matrix products it replaces
+            self.flash_attention = os.environ.get("TINYLLM_FLASH_ATTENTION", "0") == "1"
 
     def make_rng(self, seed: int | None) -> Any:
         # Philox is counter-based: seeding it costs one tiny kernel, where the default XORWOW

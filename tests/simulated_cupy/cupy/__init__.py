@@ -19,8 +19,10 @@ at all but about CuPy's *rules*, which this package enforces on ordinary NumPy a
   not a view, not ``empty``) is counted in :data:`launches` by name, so a test can bound a step's launches
   (on a GPU each costs some microseconds of Python and driver time, whatever its size);
 - random generators (``Philox4x3210``, ``XORWOW``) take a seed but have no state to save or load;
-- CUDA kernels (``ElementwiseKernel``, ``ReductionKernel``, ``RawKernel``) cannot run: building one
-  works, calling it raises, so run with ``TINYLLM_KERNELS=0`` (the kernels have their own tests).
+- CUDA kernels (``ElementwiseKernel``, ``ReductionKernel``, ``RawKernel``) run on the CPU: their C is
+  compiled by g++ with a header that plays the GPU's part (``_cuda_on_cpu.py``), so the fused kernels'
+  code and the Python that launches them are checked against NumPy without a GPU (slowly: blocks run
+  one after another). ``TINYLLM_KERNELS=0`` leaves them out, as on a GPU.
 
 Use it by putting this folder first on the path and asking for the CuPy backend::
 
@@ -125,6 +127,11 @@ def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------- the device array
+class _Pointer:
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+
 class ndarray:  # noqa: N801 - CuPy's name
     """An array "on the device": a NumPy array that follows CuPy's rules (see the module docstring)."""
 
@@ -230,6 +237,11 @@ class ndarray:  # noqa: N801 - CuPy's name
     @property
     def dtype(self) -> _np.dtype:
         return self._a.dtype
+
+    @property
+    def data(self) -> _Pointer:
+        """CuPy's MemoryPointer, as far as kernels' tables use it: ``.ptr``, the address of the first element."""
+        return _Pointer(self._a.ctypes.data)
 
     @property
     def ndim(self) -> int:
@@ -392,17 +404,72 @@ class _Ufunc:
         launches[f"{self.__name__}.at"] += 1
 
 
-class _Kernel:
-    """ElementwiseKernel / ReductionKernel / RawKernel: built here, never run (no GPU to run CUDA C)."""
+class _Param:
+    """What CuPy's kernels list as in_params / out_params: a name, a C type (or a placeholder such as T), raw."""
 
+    def __init__(self, text: str) -> None:
+        words = text.split()
+        self.raw = words[0] == "raw"
+        self.ctype, self.name = words[1:] if self.raw else words
+
+
+class ElementwiseKernel:
+    """CuPy's ElementwiseKernel, run on the CPU (``_cuda_on_cpu.run_elementwise``)."""
+
+    def __init__(self, in_params: str, out_params: str, operation: str, name: str = "kernel",
+                 preamble: str = "", **kwargs: Any) -> None:
+        self.in_text, self.out_text, self.operation, self.name, self.preamble = (in_params, out_params, operation,
+                                                                                 name, preamble)
+        self.in_params = tuple(_Param(p) for p in in_params.split(",") if p.strip())
+        self.out_params = tuple(_Param(p) for p in out_params.split(",") if p.strip())
+
+    def __call__(self, *args: Any, size: Any = None, **kwargs: Any) -> Any:
+        from ._cuda_on_cpu import run_elementwise
+
+        launches[f"kernel {self.name}"] += 1
+        outs = [ndarray(r) for r in run_elementwise(self.in_text, self.out_text, self.operation, self.name, args,
+                                                    self.preamble)]
+        given = args[len(self.in_params):]
+        outs = list(given) if given else outs  # CuPy returns the arrays it wrote: the ones given, if any
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class ReductionKernel:
+    """CuPy's ReductionKernel, run on the CPU (``_cuda_on_cpu.run_reduction``)."""
+
+    def __init__(self, in_params: str, out_params: str, map_expr: str, reduce_expr: str, post_map_expr: str,
+                 identity: str, name: str = "reduce_kernel", reduce_type: Any = None, preamble: str = "",
+                 **kwargs: Any) -> None:
+        self.texts = (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name)
+        self.reduce_type = reduce_type  # the C type of the partial results a and b (default: the output's)
+        self.name, self.preamble = name, preamble
+        self.in_params = tuple(_Param(p) for p in in_params.split(",") if p.strip())
+        self.out_params = tuple(_Param(p) for p in out_params.split(",") if p.strip())
+        self.map_expr, self.reduce_expr, self.post_map_expr = map_expr, reduce_expr, post_map_expr
+
+    def __call__(self, *args: Any, axis: Any = None, keepdims: bool = False, **kwargs: Any) -> Any:
+        from ._cuda_on_cpu import run_reduction
+
+        launches[f"kernel {self.name}"] += 1
+        return ndarray(run_reduction(*self.texts, args, axis, keepdims, self.preamble, self.reduce_type))
+
+
+class RawKernel:
+    """CuPy's RawKernel, run on the CPU (``_cuda_on_cpu.launch_raw``): called as ``kernel(grid, block, args)``."""
+
+    def __init__(self, code: str, name: str, options: tuple = (), backend: str = "nvrtc", **kwargs: Any) -> None:
+        self.code, self.name = code, name
+
+    def __call__(self, grid: Any, block: Any, args: tuple, shared_mem: int = 0, **kwargs: Any) -> None:
+        from ._cuda_on_cpu import launch_raw
+
+        launches[f"kernel {self.name}"] += 1
+        launch_raw(self.code, self.name, grid, block, tuple(args))
+
+
+class RawModule:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("simulated CuPy cannot run CUDA kernels: set TINYLLM_KERNELS=0")
-
-
-ElementwiseKernel = ReductionKernel = RawKernel = RawModule = _Kernel
+        raise NotImplementedError("simulated CuPy: RawModule is not simulated (tinyllm uses RawKernel)")
 
 
 class _MemoryPool:

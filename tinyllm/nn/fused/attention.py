@@ -136,8 +136,17 @@ class ScaledDotProductAttention(Function):
         self.scale_used = scale
 
         qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
-        scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
+        self.lse = None
         mask = self.attn_mask
+        backend = get_backend()
+        if (backend.flash_attention and backend.kernels is not None and mask is None and self.key_padding_mask is None
+                and self.query_start is None and self.dropout_p == 0.0 and backend.kernels.flash_usable(qg, k, v)):
+            # On CuPy with TINYLLM_FLASH_ATTENTION=1: the lines below without the (G*T, S) scores, tile by tile
+            # (cuda_kernels, "tiled attention"); lse, a float per row, is all the backward needs besides q, k, v.
+            out, self.lse = backend.kernels.flash_attention_forward(qg, k, v, scale, T, self.is_causal)
+            self.save(qg, k, v, None, None, out)
+            return out.reshape(B, H, T, D)
+        scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
         if mask is None and (self.key_padding_mask is not None or self.query_start is not None):
             mask = row_mask(B, T, S, self.is_causal, self.query_start, self.key_padding_mask, scores.dtype)
         per_row = mask is not None
@@ -181,6 +190,10 @@ class ScaledDotProductAttention(Function):
         qg, k, v, probs, keep, out = self.saved
         B, H, T, D = gy.shape
         gout = gy.reshape(qg.shape)  # (B, Hkv, G*T, D)
+        if self.lse is not None:  # the tiled forward ran: so does the tiled backward (recomputing P from lse)
+            gq, gk, gv = get_backend().kernels.flash_attention_backward(
+                qg, k, v, out, self.lse, gout, self.scale_used, T, self.is_causal)
+            return gq.reshape(B, H, T, D), gk, gv
         if keep is not None:
             dropped = probs * keep / (1.0 - self.dropout_p)
         else:
