@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--no-kernels", action="store_true", help="no fused kernels at all: the plain array code")
+    parser.add_argument("--flash", action="store_true", help="attention by the tiled kernels (TINYLLM_FLASH_ATTENTION=1)")
     args = parser.parse_args()
 
     # The simulated CuPy must be imported as "cupy" before tinyllm looks for it.
@@ -55,6 +56,7 @@ def main() -> None:
     from tinyllm.train import TrainConfig, configure_optimizer, train_step
 
     backend = tl.set_backend("cupy", seed=0)
+    backend.flash_attention = args.flash and backend.kernels is not None
     for dtype in args.dtypes.split(","):
         for n_layers in (int(n) for n in args.layers.split(",")):
             config = ModelConfig(vocab_size=args.vocab, dim=args.dim, n_layers=n_layers, n_heads=args.heads,
@@ -69,6 +71,7 @@ def main() -> None:
             cupy.reset_counts()
             train_step(model, optimizer, batch, lr=1e-3, grad_clip=1.0, amp=amp)
             print(json.dumps({"dtype": dtype, "n_layers": n_layers, "kernels": backend.kernels is not None,
+                              "attention": "tiled" if backend.flash_attention else "matrix",
                               "parameters": len(model.parameters()), "launches": sum(cupy.launches.values()),
                               "syncs": cupy.transfers["sync"], "top": dict(cupy.launches.most_common(10))}),
                   flush=True)

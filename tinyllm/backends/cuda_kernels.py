@@ -3,7 +3,8 @@
 The NumPy versions in ``tinyllm.nn.fused``, ``tinyllm.autograd.ops`` and ``tinyllm.optim`` stay the
 readable reference: each kernel here computes exactly the formula of the Function it fuses (named
 in its docstring), and ``tests/test_cuda_kernels.py`` checks that the two agree within float32
-rounding: on a GPU, and in CI on a CPU, where the simulated CuPy of the tests compiles this C with g++. A Function asks its backend for ``kernels`` and uses them when they apply::
+rounding: on a GPU, and in CI on a CPU, where the simulated CuPy of the tests compiles this C with g++.
+A Function asks its backend for ``kernels`` and uses them when they apply::
 
     kernels = get_backend().kernels          # None on NumPy; this module on CuPy
     if kernels is not None and kernels.usable(x, weight):

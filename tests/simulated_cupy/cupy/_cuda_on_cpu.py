@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import re
 import subprocess
 import tempfile
 import threading
@@ -383,7 +382,3 @@ def _scalar_type(c_type: str) -> str:
 
 def _c_value(a: Any) -> Any:
     return a.ctypes.data_as(ctypes.c_void_p) if isinstance(a, np.ndarray) else a
-
-
-def has_compiler() -> bool:
-    return re.search(r"\d", subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout or "") is not None
