@@ -81,7 +81,7 @@ import numpy as np, tinyllm as tl
 from tinyllm.nn import functional as F
 x = tl.tensor(np.arange(6, dtype=np.float32).reshape(3, 2), requires_grad=True)
 x[np.array([0, 0, 2])].sum().backward()                     # row 0 taken twice: its gradient is 2
-assert tl.get_backend().to_host(x.grad.data).tolist() == [[2, 2], [0, 0], [1, 1]], x.grad
+assert tl.get_backend().to_host(x.grad).tolist() == [[2, 2], [0, 0], [1, 1]], x.grad  # grad: an array
 logits = tl.tensor(np.zeros((2, 4), np.float32), requires_grad=True)
 loss = F.cross_entropy(logits, np.array([1, 3]))             # NumPy targets, device logits
 assert abs(loss.item() - np.log(4)) < 1e-6
