@@ -297,16 +297,32 @@ class ndarray:  # noqa: N801 - CuPy's name
         launches["setitem"] += 1
 
 
+def _keep_bfloat16(result: Any, *operands: Any) -> Any:
+    """NumPy's matmul of two ml_dtypes bfloat16 arrays returns float32; CuPy's returns bfloat16: so here."""
+    if (isinstance(result, _np.ndarray) and result.dtype == _np.float32 and operands
+            and all(getattr(o, "dtype", None) is not None and o.dtype.name == "bfloat16" for o in operands)):
+        return result.astype(operands[0].dtype)
+    return result
+
+
 def _binary(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        return _wrap(_count(op.__name__, op(self._a, _unwrap(other))))  # _unwrap refuses a host array, as CuPy does
+        other = _unwrap(other)  # refuses a host array, as CuPy does
+        result = op(self._a, other)
+        if op is operator.matmul:
+            result = _keep_bfloat16(result, self._a, other)
+        return _wrap(_count(op.__name__, result))
 
     return method
 
 
 def _reflected(op: Any) -> Any:
     def method(self: ndarray, other: Any) -> Any:
-        return _wrap(_count(op.__name__, op(_unwrap(other), self._a)))
+        other = _unwrap(other)
+        result = op(other, self._a)
+        if op is operator.matmul:
+            result = _keep_bfloat16(result, other, self._a)
+        return _wrap(_count(op.__name__, result))
 
     return method
 
@@ -386,7 +402,11 @@ class _Ufunc:
             self._ufunc(*_unwrap(args), **kwargs)
             launches[self.__name__] += 1
             return outs[0] if len(outs) == 1 else outs
-        return _call(self._ufunc, *args, **kwargs)
+        result = _call(self._ufunc, *args, **kwargs)
+        if self.__name__ == "matmul" and isinstance(result, ndarray):
+            kept = _keep_bfloat16(result._a, *(_unwrap(a) for a in args[:2]))
+            result = result if kept is result._a else ndarray(kept)
+        return result
 
     def reduce(self, *args: Any, **kwargs: Any) -> Any:
         return _call(self._ufunc.reduce, *args, **kwargs)

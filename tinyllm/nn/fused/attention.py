@@ -132,7 +132,9 @@ class ScaledDotProductAttention(Function):
         if self.is_causal and S < T and self.query_start is None:
             raise ValueError(f"causal attention needs at least as many keys as queries, got T={T} queries, S={S} keys")
         G = H // Hkv
-        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(D)
+        # The scale as a scalar of q's dtype: a Python float would make NumPy promote an ml_dtypes bfloat16
+        # array to float32 (it has no "weak" Python scalars for that dtype), and the layer would leave bfloat16.
+        scale = q.dtype.type(self.scale if self.scale is not None else 1.0 / math.sqrt(D))
         self.scale_used = scale
 
         qg = q.reshape(B, Hkv, G * T, D)  # (B, Hkv, G*T, D): the G heads of a group stacked as rows
@@ -179,7 +181,8 @@ class ScaledDotProductAttention(Function):
         keep = None
         if self.dropout_p > 0.0:
             keep = get_backend().rng.random(probs.shape, dtype=self.xp.float32) >= self.dropout_p  # (B, Hkv, G*T, S)
-            dropped = probs * keep / (1.0 - self.dropout_p)
+            dropped = probs * keep
+            dropped /= 1.0 - self.dropout_p  # in place: stays in the scores' dtype
         else:
             dropped = probs
         out = dropped @ v  # (B, Hkv, G*T, D)
@@ -195,7 +198,8 @@ class ScaledDotProductAttention(Function):
                 qg, k, v, out, self.lse, gout, self.scale_used, T, self.is_causal)
             return gq.reshape(B, H, T, D), gk, gv
         if keep is not None:
-            dropped = probs * keep / (1.0 - self.dropout_p)
+            dropped = probs * keep
+            dropped /= 1.0 - self.dropout_p
         else:
             dropped = probs
         gv = dropped.swapaxes(-1, -2) @ gout  # (B, Hkv, S, D)

@@ -31,7 +31,7 @@ class SwiGLUFunction(Function):
             return y
         # sigmoid(a) = 1 / (1 + exp(-a)) = (1 + tanh(a/2)) / 2, built in place in one buffer. The tanh
         # form never overflows (exp(-a) does for a < -88 in float32), as the unfused Sigmoid/Silu ops.
-        s = a * 0.5
+        s = a * a.dtype.type(0.5)  # a scalar of a's dtype: NumPy would turn an ml_dtypes bfloat16 a * 0.5 into float32
         xp.tanh(s, out=s)
         s += 1.0
         s *= 0.5
