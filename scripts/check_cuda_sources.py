@@ -34,6 +34,7 @@ def check(name: str, source: str, include: tuple = ()) -> None:
 
 import tinyllm.backends.cuda_kernels as k  # noqa: E402
 
+check("_rms_rows, _rms_backward_rows (RawKernel)", k._RMS_ROWS_SOURCE)
 check("_causal_softmax (RawKernel)", k._SOFTMAX_SOURCE)
 check("_adamw_multi (RawKernel)", k._ADAMW_MULTI_SOURCE)
 check("_scatter_add_rows (RawKernel)", k._SCATTER_ROWS_SOURCE)

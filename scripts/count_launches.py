@@ -10,6 +10,7 @@ one JSON line per (dtype, n_layers): the launches of a step and the ten most fre
 
     python scripts/count_launches.py                          # the gpu preset's model (6 layers, dim 384)
     python scripts/count_launches.py --layers 1,2 --dim 32 --context 16 --batch 2   # small: seconds
+    python scripts/count_launches.py --decode --layers 30      # one greedy token of a SmolLM2-shaped model
 
 The difference between two layer counts is the launches one layer adds; compare it across dtypes to see
 what a precision costs per layer, and the rest (the embedding, the loss, the optimizer, mixed precision's
@@ -40,6 +41,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--no-kernels", action="store_true", help="no fused kernels at all: the plain array code")
     parser.add_argument("--flash", action="store_true", help="attention by the tiled kernels (TINYLLM_FLASH_ATTENTION=1)")
+    parser.add_argument("--decode", action="store_true",
+                        help="count one token of greedy decoding with the KV cache instead, on a SmolLM2-shaped model "
+                             "(dim 576, 9 heads, 3 KV heads, FFN 1536; random weights), after a 16-token prompt")
     args = parser.parse_args()
 
     # The simulated CuPy must be imported as "cupy" before tinyllm looks for it.
@@ -57,6 +61,20 @@ def main() -> None:
 
     backend = tl.set_backend("cupy", seed=0)
     backend.flash_attention = args.flash and backend.kernels is not None
+    if args.decode:
+        from tinyllm.sampling import generate
+
+        for n_layers in (int(n) for n in args.layers.split(",")):
+            model = Transformer(ModelConfig(vocab_size=args.vocab, dim=576, n_layers=n_layers, n_heads=9, n_kv_heads=3,
+                                            ffn_hidden_dim=1536, max_seq_len=64, rope_theta=100000.0)).eval()
+            tokens = generate(model, list(range(16)), 3, temperature=0.0)
+            next(tokens), next(tokens)  # the prompt, then a first token: the cache is warm
+            cupy.reset_counts()
+            next(tokens)
+            print(json.dumps({"decode": True, "n_layers": n_layers, "kernels": backend.kernels is not None,
+                              "launches": sum(cupy.launches.values()), "syncs": cupy.transfers["sync"],
+                              "top": dict(cupy.launches.most_common(10))}), flush=True)
+        return
     for dtype in args.dtypes.split(","):
         for n_layers in (int(n) for n in args.layers.split(",")):
             config = ModelConfig(vocab_size=args.vocab, dim=args.dim, n_layers=n_layers, n_heads=args.heads,

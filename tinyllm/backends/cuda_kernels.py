@@ -47,6 +47,61 @@ def is_16bit(*arrays: Any) -> bool:
     return name in ("float16", "bfloat16") and all(a.dtype.name == name for a in arrays)
 
 
+# ---------------------------------------------------------------------------------------- shared pieces
+# 16-bit floats in a RawKernel: held as their bits (unsigned short) and converted with the GPU's own
+# instructions, so no header is needed: float16 by PTX's cvt (round to nearest even, as NumPy's astype),
+# bfloat16 by float32's top 16 bits (rounded to nearest even, as ml_dtypes). load/store overload on the
+# pointer type, so one template body serves float32 and float16.
+_HALF_CVT_SOURCE = r"""
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+"""
+_HALF_SOURCE = _HALF_CVT_SOURCE + r"""
+__device__ __forceinline__ float bf16_to_float(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
+__device__ __forceinline__ unsigned short float_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);   // NaN stays a NaN
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                   // round to nearest even
+}
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const unsigned short* p) { return half_to_float(*p); }   // float16
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(unsigned short* p, float v) { *p = float_to_half(v); }
+"""
+
+# Reductions over a thread block, for the kernels that give one block to each row (RMSNorm, softmax).
+_BLOCK_REDUCE_SOURCE = r"""
+#define NEG_INF __int_as_float(0xff800000)
+__device__ float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, offset));
+    return v;
+}
+__device__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
+    return v;
+}
+// The max (or sum) of v over the whole block, returned to every thread.
+__device__ float block_reduce(float v, float* shared, bool is_max) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
+    v = is_max ? warp_max(v) : warp_sum(v);
+    __syncthreads();                       // shared may still be read from the previous call
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = threadIdx.x < n_warps ? shared[threadIdx.x] : (is_max ? NEG_INF : 0.0f);
+        v = is_max ? warp_max(v) : warp_sum(v);
+        if (lane == 0) shared[0] = v;
+    }
+    __syncthreads();
+    return shared[0];
+}
+"""
+
+
 # ---------------------------------------------------------------------------------------- RMSNorm
 # Fuses tinyllm.nn.fused.rms_norm.RMSNormFunction:
 #   r = 1 / sqrt(mean(x^2) + eps);  xhat = x * r;  y = xhat * w
@@ -80,20 +135,97 @@ _rms_backward = cupy.ElementwiseKernel(
 )
 
 
+# The same two passes over a row in ONE launch, for C-contiguous arrays: a thread block per row sums its
+# squares (block_reduce), then every thread writes its share of xhat and y; the backward's row sum
+# sum(dy * w * xhat) and dx likewise (dw, a sum over rows, stays a reduction). A decoded token runs 61 RMSNorms
+# of one row each in a SmolLM2-sized model: launches, not arithmetic, are their cost.
+_RMS_ROWS_SOURCE = _HALF_SOURCE + _BLOCK_REDUCE_SOURCE + r"""
+template <typename Scalar>
+__device__ void rms_norm_row(const Scalar* x, const Scalar* w, Scalar* xhat, Scalar* y, float* r, int D,
+                             float inv_d, float eps) {
+    __shared__ float shared[32];
+    const long long row = blockIdx.x;
+    x += row * D; xhat += row * D; y += row * D;
+    float total = 0.0f;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) { const float v = load(x + j); total += v * v; }
+    total = block_reduce(total, shared, false);
+    const float rr = 1.0f / sqrtf(total * inv_d + eps);
+    if (threadIdx.x == 0) r[row] = rr;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) {
+        const float v = load(x + j) * rr;
+        store(xhat + j, v);
+        store(y + j, v * load(w + j));
+    }
+}
+template <typename Scalar>
+__device__ void rms_norm_backward_row(const Scalar* gy, const Scalar* w, const Scalar* xhat, const float* r,
+                                      Scalar* gx, int D, float inv_d) {
+    __shared__ float shared[32];
+    const long long row = blockIdx.x;
+    gy += row * D; xhat += row * D; gx += row * D;
+    float dot = 0.0f;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) dot += load(gy + j) * load(w + j) * load(xhat + j);
+    dot = block_reduce(dot, shared, false);
+    const float rr = r[row];
+    for (int j = threadIdx.x; j < D; j += blockDim.x)
+        store(gx + j, rr * (load(gy + j) * load(w + j) - load(xhat + j) * (dot * inv_d)));
+}
+extern "C" __global__ void tinyllm_rms_norm_rows(const float* x, const float* w, float* xhat, float* y, float* r,
+                                                 int D, float inv_d, float eps) {
+    rms_norm_row(x, w, xhat, y, r, D, inv_d, eps);
+}
+extern "C" __global__ void tinyllm_rms_norm_rows_f16(const unsigned short* x, const unsigned short* w,
+        unsigned short* xhat, unsigned short* y, float* r, int D, float inv_d, float eps) {
+    rms_norm_row(x, w, xhat, y, r, D, inv_d, eps);
+}
+extern "C" __global__ void tinyllm_rms_norm_backward_rows(const float* gy, const float* w, const float* xhat,
+                                                          const float* r, float* gx, int D, float inv_d) {
+    rms_norm_backward_row(gy, w, xhat, r, gx, D, inv_d);
+}
+extern "C" __global__ void tinyllm_rms_norm_backward_rows_f16(const unsigned short* gy, const unsigned short* w,
+        const unsigned short* xhat, const float* r, unsigned short* gx, int D, float inv_d) {
+    rms_norm_backward_row(gy, w, xhat, r, gx, D, inv_d);
+}
+"""
+_rms_rows = {np.dtype(np.float32): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_rows"),
+             np.dtype(np.float16): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_rows_f16")}
+_rms_backward_rows = {np.dtype(np.float32): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_backward_rows"),
+                      np.dtype(np.float16): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_backward_rows_f16")}
+_ROW_THREADS = 128
+
+
+def _rows_fit(*arrays: Any) -> bool:
+    return all(a.flags.c_contiguous for a in arrays) and arrays[0].size > 0
+
+
 def rms_norm_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any, Any]:
-    """(y, xhat, r) of RMSNorm over the last axis: two launches (sum of squares, then everything else)."""
-    inv_d = np.float32(1.0 / x.shape[-1])
+    """(y, xhat, r) of RMSNorm over the last axis: one launch (a block per row) for C-contiguous arrays, else two
+    (sum of squares, then everything else)."""
+    D = x.shape[-1]
+    inv_d = np.float32(1.0 / D)
+    if _rows_fit(x, weight):
+        xhat, y = cupy.empty_like(x), cupy.empty_like(x)
+        r = cupy.empty(x.shape[:-1] + (1,), dtype=cupy.float32)  # (..., 1)
+        _rms_rows[x.dtype]((x.size // D,), (_ROW_THREADS,), (x, weight, xhat, y, r, np.int32(D), inv_d,
+                                                             np.float32(eps)))
+        return y, xhat, r
     r = _inverse_rms(_sum_squares(x, axis=x.ndim - 1, keepdims=True), inv_d, np.float32(eps))  # (..., 1)
     xhat, y = _rms_apply(x, r, weight)  # (..., D) each
     return y, xhat, r
 
 
 def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any]:
-    """(dx, dw) of RMSNorm: two reductions and one elementwise pass."""
-    lead = tuple(range(gy.ndim - 1))
-    gw = _sum_products(gy, xhat, axis=lead)  # (D,) in gy's dtype, summed in float32
+    """(dx, dw) of RMSNorm: dw a reduction over the rows; dx one launch (a block per row) for C-contiguous arrays,
+    else a reduction and an elementwise pass."""
+    D = gy.shape[-1]
+    inv_d = np.float32(1.0 / D)
+    gw = _sum_products(gy, xhat, axis=tuple(range(gy.ndim - 1)))  # (D,) in gy's dtype, summed in float32
+    if _rows_fit(gy, xhat, r, weight):
+        gx = cupy.empty_like(gy)
+        _rms_backward_rows[gy.dtype]((gy.size // D,), (_ROW_THREADS,), (gy, weight, xhat, r, gx, np.int32(D), inv_d))
+        return gx, gw
     dot = _sum_products3(gy, weight, xhat, axis=gy.ndim - 1, keepdims=True)  # (..., 1): sum(dy * w * xhat)
-    gx = _rms_backward(gy, weight, xhat, r, dot, np.float32(1.0 / gy.shape[-1]))
+    gx = _rms_backward(gy, weight, xhat, r, dot, inv_d)
     return gx, gw
 
 
@@ -188,56 +320,7 @@ def cross_entropy_backward(x: Any, lse: Any, targets: Any, scale: Any) -> Any:
 # (b, kv head, g, i)); with the causal mask it sees keys 0 .. i + S - T, the rest get probability 0.
 # And its backward's dscores = P * (dP - rowsum(dout * out)) in one pass.
 
-# 16-bit floats in a RawKernel: held as their bits (unsigned short) and converted with the GPU's own
-# instructions, so no header is needed: float16 by PTX's cvt (round to nearest even, as NumPy's astype),
-# bfloat16 by float32's top 16 bits (rounded to nearest even, as ml_dtypes). load/store overload on the
-# pointer type, so one template body serves float32 and float16.
-_HALF_CVT_SOURCE = r"""
-__device__ __forceinline__ float half_to_float(unsigned short h) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
-}
-__device__ __forceinline__ unsigned short float_to_half(float f) {
-    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
-}
-"""
-_HALF_SOURCE = _HALF_CVT_SOURCE + r"""
-__device__ __forceinline__ float bf16_to_float(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
-__device__ __forceinline__ unsigned short float_to_bf16(float f) {
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);   // NaN stays a NaN
-    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                   // round to nearest even
-}
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ float load(const unsigned short* p) { return half_to_float(*p); }   // float16
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(unsigned short* p, float v) { *p = float_to_half(v); }
-"""
-
-_SOFTMAX_SOURCE = _HALF_SOURCE + r"""
-#define NEG_INF __int_as_float(0xff800000)
-__device__ float warp_max(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, offset));
-    return v;
-}
-__device__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
-    return v;
-}
-// The max (or sum) of v over the whole block, returned to every thread.
-__device__ float block_reduce(float v, float* shared, bool is_max) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
-    v = is_max ? warp_max(v) : warp_sum(v);
-    __syncthreads();                       // shared may still be read from the previous call
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = threadIdx.x < n_warps ? shared[threadIdx.x] : (is_max ? NEG_INF : 0.0f);
-        v = is_max ? warp_max(v) : warp_sum(v);
-        if (lane == 0) shared[0] = v;
-    }
-    __syncthreads();
-    return shared[0];
-}
+_SOFTMAX_SOURCE = _HALF_SOURCE + _BLOCK_REDUCE_SOURCE + r"""
 // Scalar is float (float32 scores) or unsigned short (float16 scores, as bits): the arithmetic is float.
 template <typename Scalar>
 __device__ void causal_softmax_row(Scalar* scores, long long n_rows, int S, int T, int causal) {
