@@ -104,23 +104,23 @@ class NumpyKernels:
         onehot = np.arange(x.shape[1]) == targets[:, None]
         return (np.exp(x - lse[:, None]) - onehot) * scale[:, None].astype(np.float32)
 
-    def causal_softmax_(self, scores, T, causal):
+    def causal_softmax_(self, scores, T, causal, scale=1.0):
         self.calls.append("causal_softmax_")
         assert scores.flags.c_contiguous
         S = scores.shape[-1]
         rows = scores.reshape(-1, S)  # a view: in place, as the kernel
         for r, row in enumerate(rows):
             visible = (r % T) + S - T + 1 if causal else S
-            x = row[:visible].astype(np.float32)
+            x = row[:visible].astype(np.float32) * np.float32(scale)
             e = np.exp(x - x.max()).astype(row.dtype)  # stored in the scores' dtype, as the kernel's first pass
             row[:visible] = e.astype(np.float32) * (np.float32(1) / np.exp(x - x.max()).sum())
             row[visible:] = 0
         return scores
 
-    def softmax_backward(self, probs, gprobs, rowdot):
+    def softmax_backward(self, probs, gprobs, rowdot, scale=1.0):
         self.calls.append("softmax_backward")
         p, g, d = (a.astype(np.float32) for a in (probs, gprobs, rowdot))
-        gprobs[...] = p * (g - d)
+        gprobs[...] = np.float32(scale) * (p * (g - d))
         return gprobs
 
     def scatter_add_rows(self, grad, ids, rows):

@@ -323,18 +323,18 @@ def cross_entropy_backward(x: Any, lse: Any, targets: Any, scale: Any) -> Any:
 _SOFTMAX_SOURCE = _HALF_SOURCE + _BLOCK_REDUCE_SOURCE + r"""
 // Scalar is float (float32 scores) or unsigned short (float16 scores, as bits): the arithmetic is float.
 template <typename Scalar>
-__device__ void causal_softmax_row(Scalar* scores, long long n_rows, int S, int T, int causal) {
+__device__ void causal_softmax_row(Scalar* scores, long long n_rows, int S, int T, int causal, float scale) {
     __shared__ float shared[32];
     long long row = blockIdx.x;
     if (row >= n_rows) return;             // the whole block leaves together: no barrier is skipped
     Scalar* x = scores + row * (long long)S;
     int visible = causal ? (int)(row % T) + (S - T) + 1 : S;   // keys [0, visible) may be attended to
     float m = NEG_INF;
-    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, load(x + j));
+    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, load(x + j) * scale);
     m = block_reduce(m, shared, true);
     float total = 0.0f;
     for (int j = threadIdx.x; j < visible; j += blockDim.x) {
-        float e = expf(load(x + j) - m);
+        float e = expf(load(x + j) * scale - m);
         store(x + j, e);
         total += e;
     }
@@ -342,12 +342,13 @@ __device__ void causal_softmax_row(Scalar* scores, long long n_rows, int S, int 
     float inv = 1.0f / total;
     for (int j = threadIdx.x; j < S; j += blockDim.x) store(x + j, j < visible ? load(x + j) * inv : 0.0f);
 }
-extern "C" __global__ void tinyllm_causal_softmax(float* scores, long long n_rows, int S, int T, int causal) {
-    causal_softmax_row(scores, n_rows, S, T, causal);
+extern "C" __global__ void tinyllm_causal_softmax(float* scores, long long n_rows, int S, int T, int causal,
+                                                   float scale) {
+    causal_softmax_row(scores, n_rows, S, T, causal, scale);
 }
 extern "C" __global__ void tinyllm_causal_softmax_f16(unsigned short* scores, long long n_rows, int S, int T,
-                                                      int causal) {
-    causal_softmax_row(scores, n_rows, S, T, causal);
+                                                      int causal, float scale) {
+    causal_softmax_row(scores, n_rows, S, T, causal, scale);
 }
 """
 _causal_softmax = {  # one source, compiled once, two entry points
@@ -357,26 +358,29 @@ _causal_softmax = {  # one source, compiled once, two entry points
 _SOFTMAX_THREADS = 128
 
 _softmax_backward = cupy.ElementwiseKernel(
-    "T p, T g, T d", "T gs", "gs = (float)p * ((float)g - (float)d)", "tinyllm_softmax_backward"
+    "T p, T g, T d, float32 scale", "T gs", "gs = scale * ((float)p * ((float)g - (float)d))",
+    "tinyllm_softmax_backward"
 )
 
 
-def causal_softmax_(scores: Any, T: int, causal: bool) -> Any:
-    """In place: the row softmax of scores (..., S) (C-contiguous, float32 or float16), with the causal mask
-    when ``causal``."""
+def causal_softmax_(scores: Any, T: int, causal: bool, scale: float = 1.0) -> Any:
+    """In place: the row softmax of ``scale * scores`` (..., S) (C-contiguous, float32 or float16), with the causal
+    mask when ``causal``. The attention hands it the unscaled q k^T: the scale costs no launch of its own."""
     if not scores.flags.c_contiguous:
         raise ValueError("causal_softmax_ works in place on a C-contiguous array")
     S = scores.shape[-1]
     n_rows = scores.size // S
     _causal_softmax[scores.dtype]((n_rows,), (_SOFTMAX_THREADS,), (scores, np.int64(n_rows), np.int32(S),
-                                                                   np.int32(T), np.int32(1 if causal else 0)))
+                                                                   np.int32(T), np.int32(1 if causal else 0),
+                                                                   np.float32(scale)))
     return scores
 
 
-def softmax_backward(probs: Any, gprobs: Any, rowdot: Any) -> Any:
-    """In place in gprobs: dscores = probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass.
-    float32 or float16 (float arithmetic inside)."""
-    return _softmax_backward(probs, gprobs, rowdot, gprobs)  # each element reads its own g, then overwrites it
+def softmax_backward(probs: Any, gprobs: Any, rowdot: Any, scale: float = 1.0) -> Any:
+    """In place in gprobs: dscores = scale * probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass.
+    float32 or float16 (float arithmetic inside). With the attention's scale here, dq = dscores k and
+    dk = dscores^T q need no multiplication of their own."""
+    return _softmax_backward(probs, gprobs, rowdot, np.float32(scale), gprobs)  # reads its own g, then overwrites it
 
 
 # ---------------------------------------------------------------------------------------- tiled attention

@@ -148,14 +148,16 @@ class ScaledDotProductAttention(Function):
             out, self.lse = backend.kernels.flash_attention_forward(qg, k, v, scale, T, self.is_causal)
             self.save(qg, k, v, None, None, out)
             return out.reshape(B, H, T, D)
-        scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
         if mask is None and (self.key_padding_mask is not None or self.query_start is not None):
-            mask = row_mask(B, T, S, self.is_causal, self.query_start, self.key_padding_mask, scores.dtype)
+            mask = row_mask(B, T, S, self.is_causal, self.query_start, self.key_padding_mask, q.dtype)
         per_row = mask is not None
-        kernels = get_backend().kernels
-        if not per_row and kernels is not None and kernels.usable(scores, half=True) and scores.flags.c_contiguous:
-            kernels.causal_softmax_(scores, T, self.is_causal)  # on CuPy: the mask and softmax below, one launch
+        kernels = backend.kernels
+        if not per_row and kernels is not None and kernels.usable(qg, k, half=True):
+            # On CuPy: the scale, the mask and the softmax below in one launch over the unscaled q k^T.
+            scores = backend.xp.ascontiguousarray(qg @ k.swapaxes(-1, -2))  # (B, Hkv, G*T, S)
+            kernels.causal_softmax_(scores, T, self.is_causal, scale)
         else:
+            scores = (qg * scale) @ k.swapaxes(-1, -2)  # (B, Hkv, G*T, S); scaling q is cheaper than the scores
             if per_row:
                 if mask.shape != (B, 1, 1, T, S):
                     raise ValueError(f"attention: attn_mask must be (B, 1, 1, T, S) = {(B, 1, 1, T, S)}, got {mask.shape}")
@@ -212,12 +214,14 @@ class ScaledDotProductAttention(Function):
         # (With dropout the same identity holds for the dropped P that made out.)
         rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
         kernels = get_backend().kernels
+        scale = self.scale_used
         if kernels is not None and kernels.usable(probs, gprobs, rowdot, half=True):
-            gprobs = kernels.softmax_backward(probs, gprobs, rowdot)  # the two lines below in one pass
-        else:
-            gprobs -= rowdot
-            gprobs *= probs
-        scale = self.scale_used  # applied to the small (T, D) results, not the (T, S) scores
+            # On CuPy: the two lines below and the scale in one pass, so dq and dk need no multiplication
+            gprobs = kernels.softmax_backward(probs, gprobs, rowdot, scale)
+            return (gprobs @ k).reshape(B, H, T, D), gprobs.swapaxes(-1, -2) @ qg, gv
+        gprobs -= rowdot
+        gprobs *= probs
+        # The scale is applied to the small (T, D) results, not the (T, S) scores
         gq = ((gprobs @ k) * scale).reshape(B, H, T, D)  # (B, H, T, D)
         gk = gprobs.swapaxes(-1, -2) @ (qg * scale)  # (B, Hkv, S, D)
         return gq, gk, gv
