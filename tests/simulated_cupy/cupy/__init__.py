@@ -424,13 +424,7 @@ class _Ufunc:
         launches[f"{self.__name__}.at"] += 1
 
 
-class _Param:
-    """What CuPy's kernels list as in_params / out_params: a name, a C type (or a placeholder such as T), raw."""
-
-    def __init__(self, text: str) -> None:
-        words = text.split()
-        self.raw = words[0] == "raw"
-        self.ctype, self.name = words[1:] if self.raw else words
+from ._cuda_on_cpu import parse  # noqa: E402 - the kernels' parameter lists, read as CuPy reads them
 
 
 class ElementwiseKernel:
@@ -440,8 +434,7 @@ class ElementwiseKernel:
                  preamble: str = "", **kwargs: Any) -> None:
         self.in_text, self.out_text, self.operation, self.name, self.preamble = (in_params, out_params, operation,
                                                                                  name, preamble)
-        self.in_params = tuple(_Param(p) for p in in_params.split(",") if p.strip())
-        self.out_params = tuple(_Param(p) for p in out_params.split(",") if p.strip())
+        self.in_params, self.out_params = parse(in_params), parse(out_params)
 
     def __call__(self, *args: Any, size: Any = None, **kwargs: Any) -> Any:
         from ._cuda_on_cpu import run_elementwise
@@ -463,8 +456,7 @@ class ReductionKernel:
         self.texts = (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name)
         self.reduce_type = reduce_type  # the C type of the partial results a and b (default: the output's)
         self.name, self.preamble = name, preamble
-        self.in_params = tuple(_Param(p) for p in in_params.split(",") if p.strip())
-        self.out_params = tuple(_Param(p) for p in out_params.split(",") if p.strip())
+        self.in_params, self.out_params = parse(in_params), parse(out_params)
         self.map_expr, self.reduce_expr, self.post_map_expr = map_expr, reduce_expr, post_map_expr
 
     def __call__(self, *args: Any, axis: Any = None, keepdims: bool = False, **kwargs: Any) -> Any:

@@ -243,24 +243,24 @@ def _dimensions(shape: Any, what: str, most: int) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------ Elementwise, Reduction
 class Param:
-    """One parameter of an ElementwiseKernel / ReductionKernel: "float32 x", "T x", "raw float32 lse"."""
+    """One parameter of an ElementwiseKernel / ReductionKernel, as CuPy lists them in ``in_params`` /
+    ``out_params``: "float32 x", "T x" (a placeholder type, resolved from the arguments), "raw float32 lse"."""
 
     def __init__(self, text: str) -> None:
         words = text.split()
         self.raw = words[0] == "raw"
-        words = words[1:] if self.raw else words
-        self.type, self.name = words
-        self.placeholder = self.type not in C_TYPES
+        self.ctype, self.name = words[1:] if self.raw else words
+        self.placeholder = self.ctype not in C_TYPES
 
     def c_type(self, resolved: dict[str, np.dtype]) -> str:
-        return C_TYPES[resolved[self.type].name] if self.placeholder else C_TYPES[self.type]
+        return C_TYPES[resolved[self.ctype].name] if self.placeholder else C_TYPES[self.ctype]
 
     def dtype(self, resolved: dict[str, np.dtype]) -> np.dtype:
-        return resolved[self.type] if self.placeholder else np.dtype(self.type)
+        return resolved[self.ctype] if self.placeholder else np.dtype(self.ctype)
 
 
-def parse(params: str) -> list[Param]:
-    return [Param(p) for p in params.split(",") if p.strip()]
+def parse(params: str) -> tuple[Param, ...]:
+    return tuple(Param(p) for p in params.split(",") if p.strip())
 
 
 def _storage(a: Any) -> Any:
@@ -272,8 +272,8 @@ def _resolve(params: list[Param], values: list[Any]) -> dict[str, np.dtype]:
     for p, v in zip(params, values):
         if p.placeholder and v is not None:
             dtype = np.asarray(_storage(v)).dtype
-            if resolved.setdefault(p.type, dtype) != dtype:
-                raise TypeError(f"Type is mismatched. {p.name} {dtype} {p.type} {resolved[p.type]} (simulated CuPy)")
+            if resolved.setdefault(p.ctype, dtype) != dtype:
+                raise TypeError(f"Type is mismatched. {p.name} {dtype} {p.ctype} {resolved[p.ctype]} (simulated CuPy)")
     return resolved
 
 

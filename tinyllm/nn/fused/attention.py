@@ -145,8 +145,9 @@ class ScaledDotProductAttention(Function):
                 and self.query_start is None and self.dropout_p == 0.0 and backend.kernels.flash_usable(qg, k, v)):
             # On CuPy with TINYLLM_FLASH_ATTENTION=1: the lines below without the (G*T, S) scores, tile by tile
             # (cuda_kernels, "tiled attention"); lse, a float per row, is all the backward needs besides q, k, v.
+            k, v = backend.xp.ascontiguousarray(k), backend.xp.ascontiguousarray(v)  # the kernels read rows of D
             out, self.lse = backend.kernels.flash_attention_forward(qg, k, v, scale, T, self.is_causal)
-            self.save(qg, k, v, None, None, out)
+            self.save(qg, k, v, None, None, out)  # the contiguous k, v: the backward copies nothing again
             return out.reshape(B, H, T, D)
         if mask is None and (self.key_padding_mask is not None or self.query_start is not None):
             mask = row_mask(B, T, S, self.is_causal, self.query_start, self.key_padding_mask, q.dtype)
