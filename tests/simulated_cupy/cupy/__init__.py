@@ -424,7 +424,7 @@ class _Ufunc:
         launches[f"{self.__name__}.at"] += 1
 
 
-from ._cuda_on_cpu import parse  # noqa: E402 - the kernels' parameter lists, read as CuPy reads them
+from ._cuda_on_cpu import parse, run_elementwise, run_reduction  # noqa: E402
 
 
 class ElementwiseKernel:
@@ -432,16 +432,12 @@ class ElementwiseKernel:
 
     def __init__(self, in_params: str, out_params: str, operation: str, name: str = "kernel",
                  preamble: str = "", **kwargs: Any) -> None:
-        self.in_text, self.out_text, self.operation, self.name, self.preamble = (in_params, out_params, operation,
-                                                                                 name, preamble)
         self.in_params, self.out_params = parse(in_params), parse(out_params)
+        self.operation, self.name, self.preamble = operation, name, preamble
 
     def __call__(self, *args: Any, size: Any = None, **kwargs: Any) -> Any:
-        from ._cuda_on_cpu import run_elementwise
-
         launches[f"kernel {self.name}"] += 1
-        outs = [ndarray(r) for r in run_elementwise(self.in_text, self.out_text, self.operation, self.name, args,
-                                                    self.preamble)]
+        outs = [ndarray(r) for r in run_elementwise(self, args)]
         given = args[len(self.in_params):]
         outs = list(given) if given else outs  # CuPy returns the arrays it wrote: the ones given, if any
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -453,17 +449,14 @@ class ReductionKernel:
     def __init__(self, in_params: str, out_params: str, map_expr: str, reduce_expr: str, post_map_expr: str,
                  identity: str, name: str = "reduce_kernel", reduce_type: Any = None, preamble: str = "",
                  **kwargs: Any) -> None:
-        self.texts = (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name)
-        self.reduce_type = reduce_type  # the C type of the partial results a and b (default: the output's)
-        self.name, self.preamble = name, preamble
         self.in_params, self.out_params = parse(in_params), parse(out_params)
         self.map_expr, self.reduce_expr, self.post_map_expr = map_expr, reduce_expr, post_map_expr
+        self.identity, self.name, self.preamble = identity, name, preamble
+        self.reduce_type = reduce_type  # the C type of the partial results a and b (default: the output's)
 
     def __call__(self, *args: Any, axis: Any = None, keepdims: bool = False, **kwargs: Any) -> Any:
-        from ._cuda_on_cpu import run_reduction
-
         launches[f"kernel {self.name}"] += 1
-        return ndarray(run_reduction(*self.texts, args, axis, keepdims, self.preamble, self.reduce_type))
+        return ndarray(run_reduction(self, args, axis, keepdims))
 
 
 class RawKernel:

@@ -267,7 +267,7 @@ def _storage(a: Any) -> Any:
     return getattr(a, "_a", a)
 
 
-def _resolve(params: list[Param], values: list[Any]) -> dict[str, np.dtype]:
+def _resolve(params: tuple[Param, ...], values: list[Any]) -> dict[str, np.dtype]:
     resolved: dict[str, np.dtype] = {}
     for p, v in zip(params, values):
         if p.placeholder and v is not None:
@@ -277,8 +277,10 @@ def _resolve(params: list[Param], values: list[Any]) -> dict[str, np.dtype]:
     return resolved
 
 
-def run_elementwise(in_text: str, out_text: str, operation: str, name: str, args: tuple, preamble: str = "") -> Any:
-    ins, outs = parse(in_text), parse(out_text)
+def run_elementwise(kernel: Any, args: tuple) -> list[np.ndarray]:
+    """Run an ElementwiseKernel (its parsed ``in_params``/``out_params``, ``operation``, ``name``, ``preamble``) over
+    ``args``, broadcast as CuPy does; returns the outputs, also written into the output arguments given."""
+    ins, outs, name = kernel.in_params, kernel.out_params, kernel.name
     if len(args) not in (len(ins), len(ins) + len(outs)):
         raise TypeError(f"{name}: wrong number of arguments: {len(args)} for {len(ins)} inputs, {len(outs)} outputs")
     given_outs = list(args[len(ins):]) or [None] * len(outs)
@@ -312,11 +314,11 @@ def run_elementwise(in_text: str, out_text: str, operation: str, name: str, args
         c_args.append(buffer)
         decls.append(f"{ct}& {p.name} = {p.name}_p[i];")
         c_types.append(f"{ct}* {p.name}_p")
-    code = f"""{cpu_source(preamble)}
+    code = f"""{cpu_source(kernel.preamble)}
 extern "C" void tinyllm_elementwise({", ".join(["long long n"] + c_types)}) {{
     for (long long i = 0; i < n; ++i) {{
         {" ".join(decls)}
-        {operation};
+        {kernel.operation};
     }}
 }}
 """
@@ -328,12 +330,12 @@ extern "C" void tinyllm_elementwise({", ".join(["long long n"] + c_types)}) {{
     return results
 
 
-def run_reduction(in_text: str, out_text: str, map_expr: str, reduce_expr: str, post_map_expr: str, identity: str,
-                  name: str, args: tuple, axis: Any, keepdims: bool, preamble: str = "",
-                  reduce_type: str | None = None) -> np.ndarray:
-    ins, outs = parse(in_text), parse(out_text)
+def run_reduction(kernel: Any, args: tuple, axis: Any, keepdims: bool) -> np.ndarray:
+    """Run a ReductionKernel (its parsed parameters, expressions, ``identity``, ``reduce_type``) over ``args``,
+    reducing ``axis`` (all axes when None), one row after another."""
+    ins, outs = kernel.in_params, kernel.out_params
     if len(outs) != 1 or len(args) != len(ins):
-        raise NotImplementedError(f"{name}: the simulated CuPy reduces with one output and no out= argument")
+        raise NotImplementedError(f"{kernel.name}: the simulated CuPy reduces with one output and no out= argument")
     resolved = _resolve(ins, list(args))
     arrays = [np.asarray(_storage(a)) for a in args]
     shape = np.broadcast_shapes(*(a.shape for a in arrays))
@@ -345,7 +347,7 @@ def run_reduction(in_text: str, out_text: str, map_expr: str, reduce_expr: str, 
     n = int(np.prod([shape[d] for d in axes]))
     out = outs[0]
     out_ct = out.c_type(resolved)
-    acc_ct = reduce_type or out_ct  # the partial results' C type
+    acc_ct = kernel.reduce_type or out_ct  # the partial results' C type
     c_args, c_types, decls = [], [], []
     for p, a in zip(ins, arrays):
         ct = p.c_type(resolved)
@@ -354,17 +356,17 @@ def run_reduction(in_text: str, out_text: str, map_expr: str, reduce_expr: str, 
         decls.append(f"const {ct} {p.name} = {p.name}_p[r * n + j];")
         c_types.append(f"const {ct}* {p.name}_p")
     result = np.empty(rows, dtype=out.dtype(resolved))
-    code = f"""{cpu_source(preamble)}
+    code = f"""{cpu_source(kernel.preamble)}
 extern "C" void tinyllm_reduce({", ".join(["long long rows", "long long n"] + c_types + [f"{out_ct}* out_p"])}) {{
     for (long long r = 0; r < rows; ++r) {{
-        {acc_ct} a = ({acc_ct})({identity});
+        {acc_ct} a = ({acc_ct})({kernel.identity});
         for (long long j = 0; j < n; ++j) {{
             {" ".join(decls)}
-            {acc_ct} b = ({acc_ct})({map_expr});
-            a = ({reduce_expr});
+            {acc_ct} b = ({acc_ct})({kernel.map_expr});
+            a = ({kernel.reduce_expr});
         }}
         {out_ct} {out.name};
-        {post_map_expr};
+        {kernel.post_map_expr};
         out_p[r] = {out.name};
     }}
 }}
