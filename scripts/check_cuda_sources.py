@@ -13,6 +13,8 @@ Functions is tested on a GPU by tests/test_cuda_kernels.py.
 (It uses CuPy's private ``_NVRTCProgram``, as of CuPy 14; a later CuPy may move it.)
 """
 
+import io
+import re
 import sys
 from pathlib import Path
 
@@ -31,6 +33,52 @@ def check(name: str, source: str, include: tuple = ()) -> None:
         global failures
         failures += 1
         print("FAIL", name, str(e)[:3000])
+
+
+def resources(source: str, threads: dict[str, int]) -> None:
+    """Compile ``source`` for an H100/H200 (sm_90) as the driver would, and check that each entry point in
+    ``threads`` (its name -> the threads per block tinyllm launches it with) can be launched at all.
+
+    A kernel that compiles may still fail at its first launch with "too many resources requested": a block's
+    threads share one register file (65,536 32-bit registers an SM, allocated 8 a thread at a time) and at
+    most 48 KiB of static shared memory. ptxas (``-v``) reports each function's registers, shared memory and
+    spills (registers that did not fit, kept in slow local memory): printed here, with the block's share of
+    the register file. Only the launchability is a failure; spills are a speed note.
+    """
+    global failures
+    prog = compiler._NVRTCProgram(source, "", (), (), method="cubin")
+    log = io.StringIO()
+    try:
+        prog.compile(("-arch=sm_90", "--device-as-default-execution-space", "-std=c++17", "--ptxas-options=-v"),
+                     log_stream=log)
+    except Exception as e:  # noqa: BLE001
+        failures += 1
+        print("FAIL", "sm_90", str(e)[:3000])
+        return
+    report: dict[str, dict[str, int]] = {}
+    name = None
+    for line in log.getvalue().splitlines():
+        if match := re.search(r"Compiling entry function '(\w+)'", line):
+            name = match.group(1)
+            report[name] = {}
+        elif name and (match := re.search(r"(\d+) bytes spill stores", line)):
+            report[name]["spill"] = int(match.group(1))
+        elif name and (match := re.search(r"Used (\d+) registers", line)):
+            smem = re.search(r"(\d+) bytes smem", line)  # absent when the function has none
+            report[name].update(registers=int(match.group(1)), smem=int(smem.group(1)) if smem else 0)
+    for entry, n_threads in threads.items():
+        r = report.get(entry)
+        if not r or "registers" not in r:
+            failures += 1
+            print("FAIL", entry, "not in ptxas's report")
+            continue
+        warps = (n_threads + 31) // 32
+        needed = warps * 32 * ((r["registers"] + 7) // 8 * 8)
+        ok = needed <= 65536 and r["smem"] <= 48 * 1024
+        failures += not ok
+        print("OK  " if ok else "FAIL", f"{entry}: {n_threads} threads x {r['registers']} registers = {needed} of "
+              f"65536, {r['smem']} bytes shared, {r.get('spill', 0)} bytes spilled")
+
 
 import tinyllm.backends.cuda_kernels as k  # noqa: E402
 
@@ -98,5 +146,20 @@ for name in sorted(dir(k)):
                 sink[0] = {out};
             }}"""
         check(label, source, include=INCLUDE if prefix else ())
+
+# Launchable as launched: registers x threads within an SM's register file, shared memory within 48 KiB.
+print("\nResources on sm_90 (H100/H200), as ptxas reports them:")
+resources(k._RMS_ROWS_SOURCE, {f"tinyllm_rms_norm{part}rows{tag}": k._ROW_THREADS
+                               for part in ("_", "_backward_") for tag in ("", "_f16")})
+resources(k._SOFTMAX_SOURCE, {f"tinyllm_causal_softmax{tag}": k._SOFTMAX_THREADS for tag in ("", "_f16")})
+resources(k._ADAMW_MULTI_SOURCE, {"tinyllm_adamw_multi": k._MULTI_THREADS})
+resources(k._SCATTER_ROWS_SOURCE, {"tinyllm_scatter_add_rows": k._SCATTER_THREADS})
+resources(k._AMP_SOURCE, {f"tinyllm_amp_{part}": k._MULTI_THREADS for part in ("accumulate", "unscale", "cast")})
+resources(k._GRAD_NORM_SOURCE, {"tinyllm_sum_squares_multi": k._MULTI_THREADS, "tinyllm_scale_multi": k._MULTI_THREADS})
+for head_dim in k.FLASH_HEAD_DIMS:
+    for tag in ("f32", "f16"):
+        resources(k._flash_source(head_dim, tag), {f"tinyllm_flash_forward_{head_dim}_{tag}": k._FLASH_ROWS,
+                                                   f"tinyllm_flash_backward_q_{head_dim}_{tag}": k._FLASH_ROWS,
+                                                   f"tinyllm_flash_backward_kv_{head_dim}_{tag}": k._FLASH_KEYS})
 
 sys.exit(1 if failures else 0)

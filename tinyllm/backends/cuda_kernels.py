@@ -645,6 +645,7 @@ extern "C" __global__ void tinyllm_scatter_add_rows(
 }
 """
 _scatter_add_rows = cupy.RawKernel(_SCATTER_ROWS_SOURCE, "tinyllm_scatter_add_rows")
+_SCATTER_THREADS = 256
 
 
 def scatter_add_rows(grad: Any, ids: Any, rows: Any) -> None:
@@ -659,7 +660,7 @@ def scatter_add_rows(grad: Any, ids: Any, rows: Any) -> None:
     order = cupy.argsort(ids)  # (N,): positions in sorted order; CuPy's sort is stable: ties keep their order
     sorted_ids = cupy.ascontiguousarray(ids[order])
     rows = cupy.ascontiguousarray(rows)
-    threads = 256
+    threads = _SCATTER_THREADS
     _scatter_add_rows(((n * d + threads - 1) // threads,), (threads,),
                       (grad, rows, sorted_ids, order, np.int64(n), np.int32(d)))
 
