@@ -89,7 +89,7 @@ check("_scatter_add_rows (RawKernel)", k._SCATTER_ROWS_SOURCE)
 check("_amp_accumulate, _amp_unscale, _amp_cast (RawKernel)", k._AMP_SOURCE)
 check("_sum_squares_multi, _scale_multi (RawKernel)", k._GRAD_NORM_SOURCE)
 for head_dim in k.FLASH_HEAD_DIMS:
-    for tag in ("f32", "f16"):
+    for tag in k.FLASH_TAGS.values():
         check(f"tiled attention, head_dim {head_dim}, {tag} (RawKernel)", k._flash_source(head_dim, tag))
 
 # Each ElementwiseKernel / ReductionKernel expression, wrapped in a kernel of our own with the same
@@ -97,8 +97,9 @@ for head_dim in k.FLASH_HEAD_DIMS:
 import cupy  # noqa: E402
 
 # A kernel written with a type T (RMSNorm's, SwiGLU's, RoPE's, the softmax backward's) is compiled for
-# T = float and T = float16, the latter with CuPy's own float16 class (cupy/float16.cuh, as CuPy compiles it),
-# so its conversions are checked too.
+# T = float, T = float16, with CuPy's own float16 class (cupy/float16.cuh, as CuPy compiles it), and
+# T = unsigned short (bfloat16's bits, as the wrappers hand bfloat16 arrays over), so its conversions are
+# checked too.
 try:  # cuda_fp16.h, which cupy/float16.cuh includes: from the nvidia-cuda-runtime-cu12 wheel
     import nvidia.cuda_runtime
 
@@ -123,12 +124,13 @@ for name in sorted(dir(k)):
     if not isinstance(obj, cupy.ElementwiseKernel | cupy.ReductionKernel):
         continue
     generic = any(q.ctype in ("T", "C") for q in (*obj.in_params, *obj.out_params))
-    for t in ("float", "float16") if generic else ("float",):
+    for t in ("float", "float16", "unsigned short") if generic else ("float",):
         prefix = FLOAT16 if t == "float16" else ""
         label = f"{name} (T = {t})" if generic else name
         if isinstance(obj, cupy.ElementwiseKernel):
             outs = [f"(float){q.name}" for q in obj.out_params]
-            source = f"""{prefix}extern "C" __global__ void probe(float* sink) {{
+            source = f"""{prefix}{obj.preamble}
+            extern "C" __global__ void probe(float* sink) {{
                 long long i = threadIdx.x;
                 {declare(obj.in_params, t)}
                 {declare(obj.out_params, t)}
@@ -137,7 +139,8 @@ for name in sorted(dir(k)):
             }}"""
         else:
             out = obj.out_params[0].name
-            source = f"""{prefix}extern "C" __global__ void probe(float* sink) {{
+            source = f"""{prefix}{obj.preamble}
+            extern "C" __global__ void probe(float* sink) {{
                 {declare(obj.in_params, t)}
                 {declare(obj.out_params, t)}
                 float a = ({obj.map_expr}); float b = ({obj.map_expr});
@@ -150,14 +153,14 @@ for name in sorted(dir(k)):
 # Launchable as launched: registers x threads within an SM's register file, shared memory within 48 KiB.
 print("\nResources on sm_90 (H100/H200), as ptxas reports them:")
 resources(k._RMS_ROWS_SOURCE, {f"tinyllm_rms_norm{part}rows{tag}": k._ROW_THREADS
-                               for part in ("_", "_backward_") for tag in ("", "_f16")})
-resources(k._SOFTMAX_SOURCE, {f"tinyllm_causal_softmax{tag}": k._SOFTMAX_THREADS for tag in ("", "_f16")})
+                               for part in ("_", "_backward_") for tag in k._TAGS.values()})
+resources(k._SOFTMAX_SOURCE, {f"tinyllm_causal_softmax{tag}": k._SOFTMAX_THREADS for tag in k._TAGS.values()})
 resources(k._ADAMW_MULTI_SOURCE, {"tinyllm_adamw_multi": k._MULTI_THREADS})
 resources(k._SCATTER_ROWS_SOURCE, {"tinyllm_scatter_add_rows": k._SCATTER_THREADS})
 resources(k._AMP_SOURCE, {f"tinyllm_amp_{part}": k._MULTI_THREADS for part in ("accumulate", "unscale", "cast")})
 resources(k._GRAD_NORM_SOURCE, {"tinyllm_sum_squares_multi": k._MULTI_THREADS, "tinyllm_scale_multi": k._MULTI_THREADS})
 for head_dim in k.FLASH_HEAD_DIMS:
-    for tag in ("f32", "f16"):
+    for tag in k.FLASH_TAGS.values():
         resources(k._flash_source(head_dim, tag), {f"tinyllm_flash_forward_{head_dim}_{tag}": k._FLASH_ROWS,
                                                    f"tinyllm_flash_backward_q_{head_dim}_{tag}": k._FLASH_ROWS,
                                                    f"tinyllm_flash_backward_kv_{head_dim}_{tag}": k._FLASH_KEYS})

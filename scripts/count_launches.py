@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", default="1,6", help="comma-separated layer counts (default 1,6)")
-    parser.add_argument("--dtypes", default="float32,float16", help="comma-separated: float32, float16")
+    parser.add_argument("--dtypes", default="float32,float16",
+                        help="comma-separated: float32, float16, bfloat16 (needs ml_dtypes)")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--vocab", type=int, default=1024)

@@ -70,6 +70,18 @@ def f32(rng, *shape, scale=1.0) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
+# The 16-bit kernels compute in float, as the 16-bit array code does where it matters; the two differ by a few
+# roundings of the 16-bit type. The tolerance is eight of its unit roundoffs: float16 keeps 11 significant bits
+# (2^-11 ~ 4.9e-4), bfloat16 8 (2^-8 ~ 3.9e-3). A wrong formula is off by far more.
+HALF_TOLERANCE = {"float16": 4e-3, "bfloat16": 3e-2}
+
+
+def half_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        return np.dtype(pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes").bfloat16)
+    return np.dtype(name)
+
+
 def test_rms_norm_kernel_agrees(cupy_backend):
     rng = np.random.default_rng(0)
     assert_agree(both_ways(cupy_backend, lambda x, w: rms_norm(x, w, eps=1e-5), [f32(rng, 4, 64, 384), f32(rng, 384)]))
@@ -121,48 +133,57 @@ def test_attention_kernel_gives_masked_keys_exactly_zero_probability(cupy_backen
         np.testing.assert_allclose(probs[:, i].sum(axis=-1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("op", ["rms_norm", "swiglu"])
-def test_float16_rms_norm_and_swiglu_kernels_agree(cupy_backend, op):
-    """The kernels written with a type T, on float16 (float arithmetic inside): the plain 16-bit code's
-    values within float16 rounding, and float16 out."""
+def test_16bit_rms_norm_and_swiglu_kernels_agree(cupy_backend, op, dtype_name):
+    """The kernels written with a type T, on float16 and bfloat16 (float arithmetic inside; bfloat16 travels as
+    its bits): the plain 16-bit code's values within the type's rounding, and the same dtype out."""
+    dtype = half_dtype(dtype_name)
     rng = np.random.default_rng(13)
     if op == "rms_norm":
         arrays, fn = [f32(rng, 4, 64, 384), 1 + f32(rng, 384, scale=0.1)], rms_norm
     else:
         arrays, fn = [f32(rng, 4, 64, 1024, scale=3.0), f32(rng, 4, 64, 1024)], swiglu
-    results = both_ways(cupy_backend, fn, [a.astype(np.float16) for a in arrays])
+    results = both_ways(cupy_backend, fn, [a.astype(dtype) for a in arrays])
     for out, grads in results:
-        assert out.dtype == np.float16 and all(g.dtype == np.float16 for g in grads)
-    assert_agree(results, tolerance=4e-3)  # float16 keeps 11 bits: ~5e-4 per rounding
+        assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    assert_agree(results, tolerance=HALF_TOLERANCE[dtype_name])
 
 
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_float16_rope_and_attention_softmax_kernels_agree(cupy_backend, causal):
-    """RoPE (float16 x, float16 tables: a 16-bit shadow's) and the attention softmax (its RawKernel's float16
-    entry point, and the T-typed backward) against the plain 16-bit code."""
+def test_16bit_rope_and_attention_softmax_kernels_agree(cupy_backend, causal, dtype_name):
+    """RoPE (16-bit x, 16-bit tables: a 16-bit shadow's) and the attention softmax (its RawKernel's 16-bit
+    entry points, and the T-typed backward) against the plain 16-bit code."""
+    dtype = half_dtype(dtype_name)
     rng = np.random.default_rng(14)
     angles = np.outer(np.arange(64), 10000.0 ** (-np.arange(0, 64, 2) / 64))  # (T, D/2)
-    cos, sin = (tl.tensor(f(angles).astype(np.float16)).data for f in (np.cos, np.sin))
-    results = both_ways(cupy_backend, lambda x: apply_rope(x, cos, sin), [f32(rng, 2, 6, 64, 64).astype(np.float16)])
-    assert all(out.dtype == np.float16 and grads[0].dtype == np.float16 for out, grads in results)
-    assert_agree(results, tolerance=4e-3)
+    cos, sin = (tl.tensor(f(angles).astype(dtype)).data for f in (np.cos, np.sin))
+    results = both_ways(cupy_backend, lambda x: apply_rope(x, cos, sin), [f32(rng, 2, 6, 64, 64).astype(dtype)])
+    assert all(out.dtype == dtype and grads[0].dtype == dtype for out, grads in results)
+    assert_agree(results, tolerance=HALF_TOLERANCE[dtype_name])
     inputs = [f32(rng, 2, 6, 64, 64), f32(rng, 2, 2, 80, 64), f32(rng, 2, 2, 80, 64)]  # GQA with a cache
     results = both_ways(cupy_backend, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal),
-                        [a.astype(np.float16) for a in inputs])
-    assert all(out.dtype == np.float16 for out, _ in results)
-    assert_agree(results, tolerance=4e-3)
+                        [a.astype(dtype) for a in inputs])
+    assert all(out.dtype == dtype for out, _ in results)
+    assert_agree(results, tolerance=HALF_TOLERANCE[dtype_name])
 
 
-def test_the_float16_softmax_kernel_masks_and_normalises(cupy_backend):
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_the_16bit_softmax_kernel_masks_and_normalises(cupy_backend, dtype_name):
     from tinyllm.backends import cuda_kernels
 
-    x = np.random.default_rng(15).standard_normal((3, 4, 6)).astype(np.float16)
+    dtype = half_dtype(dtype_name)
+    x = np.random.default_rng(15).standard_normal((3, 4, 6)).astype(dtype)
     probs = cupy_backend.to_host(cuda_kernels.causal_softmax_(cupy_backend.xp.asarray(x), 4, causal=True))
-    assert probs.dtype == np.float16
+    assert probs.dtype == dtype
+    rtol = 4 * {"float16": 2.0**-11, "bfloat16": 2.0**-8}[dtype_name]  # the rounding of the exp, the sum, the quotient
     for i in range(4):  # query i sees keys 0 .. i + 2
         assert (probs[:, i, i + 3 :] == 0).all()
-        e = np.exp(x[:, i, : i + 3].astype(np.float64) - x[:, i, : i + 3].max(axis=-1, keepdims=True))
-        np.testing.assert_allclose(probs[:, i, : i + 3], e / e.sum(axis=-1, keepdims=True), rtol=2e-3, atol=1e-4)
+        seen = x[:, i, : i + 3].astype(np.float64)
+        e = np.exp(seen - seen.max(axis=-1, keepdims=True))
+        np.testing.assert_allclose(probs[:, i, : i + 3].astype(np.float64), e / e.sum(axis=-1, keepdims=True),
+                                   rtol=rtol, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
@@ -220,11 +241,14 @@ def test_the_gradient_norm_kernel_sums_in_float64_with_the_same_bits_every_run(c
     (2, 6, 6, 64, 64, 64, True, np.float32),   # the gpu preset's heads (MHA, head_dim 64), causal
     (1, 4, 2, 40, 56, 32, True, np.float32),   # GQA with a cache (S > T): rows see i + S - T keys
     (1, 2, 1, 70, 70, 128, False, np.float32),  # not causal; rows spanning two heads in a block of 64
-    (1, 4, 2, 32, 32, 64, True, np.float16),
+    (1, 4, 2, 32, 32, 64, True, "float16"),
+    (1, 4, 2, 32, 32, 64, True, "bfloat16"),
 ])
 def test_the_tiled_attention_kernels_agree_with_the_matrix_code(cupy_backend, case):
     """TINYLLM_FLASH_ATTENTION's kernels (forward, and the two backward ones) against the array code."""
     B, H, Hkv, T, S, D, causal, dtype = case
+    if isinstance(dtype, str):
+        dtype = half_dtype(dtype)
     rng = np.random.default_rng(18)
     inputs = [f32(rng, B, H, T, D).astype(dtype), f32(rng, B, Hkv, S, D).astype(dtype),
               f32(rng, B, Hkv, S, D).astype(dtype)]
@@ -235,7 +259,7 @@ def test_the_tiled_attention_kernels_agree_with_the_matrix_code(cupy_backend, ca
     finally:
         cupy_backend.flash_attention = False
     assert all(out.dtype == dtype for out, _ in results)
-    assert_agree(results, tolerance=TOLERANCE if dtype == np.float32 else 4e-3)
+    assert_agree(results, tolerance=TOLERANCE if dtype == np.float32 else HALF_TOLERANCE[dtype.name])
 
 
 def test_embedding_gradient_kernel_agrees(cupy_backend):

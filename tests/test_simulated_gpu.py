@@ -140,19 +140,23 @@ def test_a_16_bit_step_launches_as_many_kernels_per_layer_as_a_float32_step() ->
     """scripts/count_launches.py on the simulated CuPy, its kernels run on the CPU: the kernel launches of one
     training step. A float16 step once launched 1,214 kernels where float32 launched 688 (the gpu preset's
     6 layers): RoPE and the softmax ran their array code in 16-bit, and mixed precision's bookkeeping
-    made a few launches per parameter. Now a layer costs the same in both dtypes, and float16 adds a few
-    launches per step whatever the model's size (the logits' casts around the float32 loss, the loss scale,
-    the three bookkeeping kernels); clipping and AdamW launch per step, not per parameter."""
+    made a few launches per parameter; bfloat16 ran all of its activations' ops as array code (141 launches a
+    layer against 50). Now a layer costs the same in all three dtypes, and a 16-bit step adds a few launches
+    per step whatever the model's size (the logits' casts around the float32 loss, the loss scale, the
+    bookkeeping kernels); clipping and AdamW launch per step, not per parameter."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "count_launches.py"), "--layers", "1,3", "--dim", "32",
-         "--heads", "4", "--vocab", "64", "--context", "16", "--batch", "2"],
+         "--heads", "4", "--vocab", "64", "--context", "16", "--batch", "2", "--dtypes", "float32,float16,bfloat16"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {(r["dtype"], r["n_layers"]): r for r in map(json.loads, result.stdout.splitlines())}
-    per_layer = {dtype: (rows[dtype, 3]["launches"] - rows[dtype, 1]["launches"]) / 2 for dtype in ("float32", "float16")}
-    assert per_layer["float16"] == per_layer["float32"], (per_layer, rows)
-    assert 0 < rows["float16", 1]["launches"] - rows["float32", 1]["launches"] <= 10, rows
+    dtypes = ("float32", "float16", "bfloat16")
+    per_layer = {dtype: (rows[dtype, 3]["launches"] - rows[dtype, 1]["launches"]) / 2 for dtype in dtypes}
+    assert per_layer["float16"] == per_layer["bfloat16"] == per_layer["float32"], (per_layer, rows)
+    for half in ("float16", "bfloat16"):
+        assert 0 < rows[half, 1]["launches"] - rows["float32", 1]["launches"] <= 10, rows
     assert rows["float16", 1]["syncs"] == rows["float32", 1]["syncs"] + 1, rows  # the one overflow check
+    assert rows["bfloat16", 1]["syncs"] == rows["float32", 1]["syncs"], rows  # bfloat16 scales no loss
     for row in rows.values():  # nothing left that launches once per parameter
         assert all(count < row["parameters"] for name, count in row["top"].items() if name != "matmul"), row
 

@@ -14,10 +14,10 @@ A Function asks its backend for ``kernels`` and uses them when they apply::
 
 Why fuse: written with array operations, ``y = x * r * w`` allocates and writes a temporary per
 operator, so a few lines of math pass over the (B, T, D) activations five to ten times. Each kernel
-reads its inputs once and writes its outputs once. float32 is fused, and float16 where a kernel says so
-(RMSNorm, SwiGLU, RoPE and the attention softmax: 16-bit in and out, float arithmetic inside; the mixed
-precision bookkeeping also for bfloat16); other dtypes (bfloat16 activations, the float64 of the gradient
-checks) take the NumPy path. ``TINYLLM_KERNELS=0`` turns them all off.
+reads its inputs once and writes its outputs once. float32 is fused, and float16 and bfloat16 where a kernel
+says so (RMSNorm, SwiGLU, RoPE, the attention softmax and the tiled attention: 16-bit in and out, float
+arithmetic inside; the mixed precision bookkeeping); other dtypes (the float64 of the gradient checks) take
+the NumPy path. ``TINYLLM_KERNELS=0`` turns them all off.
 
 This module imports CuPy; only ``CupyBackend`` imports it, so nothing here is loaded on the NumPy path.
 Kernels compile on first use (seconds) and are cached on disk by CuPy (``~/.cupy/kernel_cache``).
@@ -33,12 +33,12 @@ import numpy as np
 
 def usable(*arrays: Any, half: bool = False) -> bool:
     """True when every array is float32 (what these kernels are written for); with ``half``, also when
-    every array is float16 (for the kernels written with a type ``T``: RMSNorm's, SwiGLU's, RoPE's and the
-    attention softmax's)."""
-    dtype = arrays[0].dtype
-    if dtype != np.float32 and not (half and dtype == np.float16):
+    every array is float16, or every one bfloat16 (for the kernels written for 16-bit floats too: RMSNorm's,
+    SwiGLU's, RoPE's, the attention softmax's and the tiled attention's)."""
+    name = arrays[0].dtype.name
+    if name != "float32" and not (half and name in ("float16", "bfloat16")):
         return False
-    return all(a.dtype == dtype for a in arrays)
+    return all(a.dtype.name == name for a in arrays)
 
 
 def is_16bit(*arrays: Any) -> bool:
@@ -51,7 +51,7 @@ def is_16bit(*arrays: Any) -> bool:
 # 16-bit floats in a RawKernel: held as their bits (unsigned short) and converted with the GPU's own
 # instructions, so no header is needed: float16 by PTX's cvt (round to nearest even, as NumPy's astype),
 # bfloat16 by float32's top 16 bits (rounded to nearest even, as ml_dtypes). load/store overload on the
-# pointer type, so one template body serves float32 and float16.
+# pointer type, so one template body serves float32, float16 (unsigned short) and bfloat16 (bfloat16_bits).
 _HALF_CVT_SOURCE = r"""
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
@@ -60,18 +60,46 @@ __device__ __forceinline__ unsigned short float_to_half(float f) {
     unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
 }
 """
-_HALF_SOURCE = _HALF_CVT_SOURCE + r"""
+_BF16_SOURCE = r"""
 __device__ __forceinline__ float bf16_to_float(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
 __device__ __forceinline__ unsigned short float_to_bf16(float f) {
     unsigned int u = __float_as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);   // NaN stays a NaN
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                   // round to nearest even
 }
+"""
+_HALF_SOURCE = _HALF_CVT_SOURCE + _BF16_SOURCE + r"""
+struct bfloat16_bits { unsigned short bits; };   // a bfloat16, as its bits: its own type, so load/store can tell
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ float load(const unsigned short* p) { return half_to_float(*p); }   // float16
+__device__ __forceinline__ float load(const bfloat16_bits* p) { return bf16_to_float(p->bits); }
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(unsigned short* p, float v) { *p = float_to_half(v); }
+__device__ __forceinline__ void store(bfloat16_bits* p, float v) { p->bits = float_to_bf16(v); }
 """
+
+# The kernels written with a type T (ElementwiseKernel, ReductionKernel) read a T with as_float and write one
+# with assign. T is float32 or CuPy's float16 class, converted as C++ converts them; or unsigned short, which in
+# these kernels always holds a bfloat16's bits: the wrappers hand a bfloat16 array over as a uint16 view of the
+# same memory (_bits), so the kernels do not depend on CuPy's own (experimental) bfloat16 type.
+_SCALAR_PREAMBLE = _BF16_SOURCE + r"""
+template <typename X> __device__ __forceinline__ float as_float(X x) { return (float)x; }
+__device__ __forceinline__ float as_float(unsigned short x) { return bf16_to_float(x); }
+template <typename X> __device__ __forceinline__ void assign(X& out, float v) { out = X(v); }
+__device__ __forceinline__ void assign(unsigned short& out, float v) { out = float_to_bf16(v); }
+"""
+
+
+def _bits(x: Any) -> Any:
+    """A bfloat16 array as its bits (a uint16 view of the same memory), as the T-typed kernels take it;
+    any other array as it is."""
+    return x.view(cupy.uint16) if x.dtype.name == "bfloat16" else x
+
+
+def _as_dtype(dtype: Any, *arrays: Any) -> Any:
+    """The kernel's outputs in the inputs' dtype: uint16 bits viewed as bfloat16 again; others as they are."""
+    viewed = tuple(a.view(dtype) for a in arrays) if dtype.name == "bfloat16" else arrays
+    return viewed[0] if len(viewed) == 1 else viewed
 
 # Reductions over a thread block, for the kernels that give one block to each row (RMSNorm, softmax).
 _BLOCK_REDUCE_SOURCE = r"""
@@ -106,32 +134,36 @@ __device__ float block_reduce(float v, float* shared, bool is_max) {
 # Fuses tinyllm.nn.fused.rms_norm.RMSNormFunction:
 #   r = 1 / sqrt(mean(x^2) + eps);  xhat = x * r;  y = xhat * w
 #   dw = sum over rows of dy * xhat;  dx = r * (dy * w - xhat * mean(dy * w * xhat))
-# T is float32 or float16: the statistics r and the sums are float32 either way, the arithmetic is float
-# (a float16 value converts to float when read, and back, rounded, when written).
+# T is float32, float16 or bfloat16: the statistics r and the sums are float32 either way, the arithmetic is
+# float (a 16-bit value converts to float when read, and back, rounded, when written).
 
 _sum_squares = cupy.ReductionKernel(
-    "T x", "float32 total", "(float)x * (float)x", "a + b", "total = a", "0", "tinyllm_sum_squares"
+    "T x", "float32 total", "as_float(x) * as_float(x)", "a + b", "total = a", "0", "tinyllm_sum_squares",
+    preamble=_SCALAR_PREAMBLE,
 )
 _inverse_rms = cupy.ElementwiseKernel(
     "float32 total, float32 inv_d, float32 eps", "float32 r", "r = 1.0f / sqrtf(total * inv_d + eps)",
     "tinyllm_inverse_rms",
 )
 _rms_apply = cupy.ElementwiseKernel(
-    "T x, float32 r, T w", "T xhat, T y", "float v = (float)x * r; xhat = v; y = v * (float)w", "tinyllm_rms_apply"
+    "T x, float32 r, T w", "T xhat, T y", "float v = as_float(x) * r; assign(xhat, v); assign(y, v * as_float(w))",
+    "tinyllm_rms_apply", preamble=_SCALAR_PREAMBLE,
 )
 _sum_products = cupy.ReductionKernel(  # (in a reduction, a and b name the partial results: not for inputs)
-    "T x1, T x2", "T total", "(float)x1 * (float)x2", "a + b", "total = a", "0", "tinyllm_sum_products",
+    "T x1, T x2", "T total", "as_float(x1) * as_float(x2)", "a + b", "assign(total, a)", "0",
+    "tinyllm_sum_products",
     reduce_type="float",  # the partial sums a, b in float (a C type); the total rounded once to T
+    preamble=_SCALAR_PREAMBLE,
 )
 _sum_products3 = cupy.ReductionKernel(
-    "T x1, T x2, T x3", "float32 total", "(float)x1 * (float)x2 * (float)x3", "a + b", "total = a", "0",
-    "tinyllm_sum_products3",
+    "T x1, T x2, T x3", "float32 total", "as_float(x1) * as_float(x2) * as_float(x3)", "a + b", "total = a", "0",
+    "tinyllm_sum_products3", preamble=_SCALAR_PREAMBLE,
 )
 _rms_backward = cupy.ElementwiseKernel(
     "T gy, T w, T xhat, float32 r, float32 dot, float32 inv_d",
     "T gx",
-    "gx = r * ((float)gy * (float)w - (float)xhat * (dot * inv_d))",
-    "tinyllm_rms_backward",
+    "assign(gx, r * (as_float(gy) * as_float(w) - as_float(xhat) * (dot * inv_d)))",
+    "tinyllm_rms_backward", preamble=_SCALAR_PREAMBLE,
 )
 
 
@@ -186,11 +218,20 @@ extern "C" __global__ void tinyllm_rms_norm_backward_rows_f16(const unsigned sho
         const unsigned short* xhat, const float* r, unsigned short* gx, int D, float inv_d) {
     rms_norm_backward_row(gy, w, xhat, r, gx, D, inv_d);
 }
+extern "C" __global__ void tinyllm_rms_norm_rows_bf16(const bfloat16_bits* x, const bfloat16_bits* w,
+        bfloat16_bits* xhat, bfloat16_bits* y, float* r, int D, float inv_d, float eps) {
+    rms_norm_row(x, w, xhat, y, r, D, inv_d, eps);
+}
+extern "C" __global__ void tinyllm_rms_norm_backward_rows_bf16(const bfloat16_bits* gy, const bfloat16_bits* w,
+        const bfloat16_bits* xhat, const float* r, bfloat16_bits* gx, int D, float inv_d) {
+    rms_norm_backward_row(gy, w, xhat, r, gx, D, inv_d);
+}
 """
-_rms_rows = {np.dtype(np.float32): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_rows"),
-             np.dtype(np.float16): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_rows_f16")}
-_rms_backward_rows = {np.dtype(np.float32): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_backward_rows"),
-                      np.dtype(np.float16): cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_backward_rows_f16")}
+# An entry point per dtype (by name): "float32" -> the kernel's name, "float16" -> _f16, "bfloat16" -> _bf16.
+_TAGS = {"float32": "", "float16": "_f16", "bfloat16": "_bf16"}
+_rms_rows = {dtype: cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_rows" + tag) for dtype, tag in _TAGS.items()}
+_rms_backward_rows = {dtype: cupy.RawKernel(_RMS_ROWS_SOURCE, "tinyllm_rms_norm_backward_rows" + tag)
+                      for dtype, tag in _TAGS.items()}
 _ROW_THREADS = 128
 
 
@@ -206,11 +247,11 @@ def rms_norm_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any, Any]:
     if _rows_fit(x, weight):
         xhat, y = cupy.empty_like(x), cupy.empty_like(x)
         r = cupy.empty(x.shape[:-1] + (1,), dtype=cupy.float32)  # (..., 1)
-        _rms_rows[x.dtype]((x.size // D,), (_ROW_THREADS,), (x, weight, xhat, y, r, np.int32(D), inv_d,
-                                                             np.float32(eps)))
+        _rms_rows[x.dtype.name]((x.size // D,), (_ROW_THREADS,),
+                                (_bits(x), _bits(weight), _bits(xhat), _bits(y), r, np.int32(D), inv_d, np.float32(eps)))
         return y, xhat, r
-    r = _inverse_rms(_sum_squares(x, axis=x.ndim - 1, keepdims=True), inv_d, np.float32(eps))  # (..., 1)
-    xhat, y = _rms_apply(x, r, weight)  # (..., D) each
+    r = _inverse_rms(_sum_squares(_bits(x), axis=x.ndim - 1, keepdims=True), inv_d, np.float32(eps))  # (..., 1)
+    xhat, y = _as_dtype(x.dtype, *_rms_apply(_bits(x), r, _bits(weight)))  # (..., D) each
     return y, xhat, r
 
 
@@ -219,13 +260,15 @@ def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any
     else a reduction and an elementwise pass."""
     D = gy.shape[-1]
     inv_d = np.float32(1.0 / D)
-    gw = _sum_products(gy, xhat, axis=tuple(range(gy.ndim - 1)))  # (D,) in gy's dtype, summed in float32
+    gy_, xhat_, weight_ = _bits(gy), _bits(xhat), _bits(weight)
+    gw = _as_dtype(gy.dtype, _sum_products(gy_, xhat_, axis=tuple(range(gy.ndim - 1))))  # (D,) summed in float32
     if _rows_fit(gy, xhat, r, weight):
         gx = cupy.empty_like(gy)
-        _rms_backward_rows[gy.dtype]((gy.size // D,), (_ROW_THREADS,), (gy, weight, xhat, r, gx, np.int32(D), inv_d))
+        _rms_backward_rows[gy.dtype.name]((gy.size // D,), (_ROW_THREADS,),
+                                          (gy_, weight_, xhat_, r, _bits(gx), np.int32(D), inv_d))
         return gx, gw
-    dot = _sum_products3(gy, weight, xhat, axis=gy.ndim - 1, keepdims=True)  # (..., 1): sum(dy * w * xhat)
-    gx = _rms_backward(gy, weight, xhat, r, dot, inv_d)
+    dot = _sum_products3(gy_, weight_, xhat_, axis=gy.ndim - 1, keepdims=True)  # (..., 1): sum(dy * w * xhat)
+    gx = _as_dtype(gy.dtype, _rms_backward(gy_, weight_, xhat_, r, dot, inv_d))
     return gx, gw
 
 
@@ -233,28 +276,30 @@ def rms_norm_backward(gy: Any, xhat: Any, r: Any, weight: Any) -> tuple[Any, Any
 # Fuses tinyllm.nn.fused.swiglu.SwiGLUFunction: s = sigmoid(a) (as (1 + tanh(a/2)) / 2, no overflow),
 #   y = a * s * b;  da = dy * b * (s + a * s * (1 - s));  db = dy * a * s
 
-# T is float32 or float16; the arithmetic is float either way.
+# T is float32, float16 or bfloat16; the arithmetic is float either way.
 
 _swiglu_forward = cupy.ElementwiseKernel(
     "T a, T b", "T y, T s",
-    "float af = a; float sf = 0.5f * (1.0f + tanhf(0.5f * af)); s = sf; y = af * sf * (float)b",
-    "tinyllm_swiglu_forward",
+    "float af = as_float(a); float sf = 0.5f * (1.0f + tanhf(0.5f * af)); assign(s, sf);"
+    "assign(y, af * sf * as_float(b))",
+    "tinyllm_swiglu_forward", preamble=_SCALAR_PREAMBLE,
 )
 _swiglu_backward = cupy.ElementwiseKernel(
     "T gy, T a, T b, T s", "T ga, T gb",
-    "float g = gy, sf = s, silu = (float)a * sf; gb = g * silu; ga = g * (float)b * (sf + silu * (1.0f - sf))",
-    "tinyllm_swiglu_backward",
+    "float g = as_float(gy), sf = as_float(s), silu = as_float(a) * sf; assign(gb, g * silu);"
+    "assign(ga, g * as_float(b) * (sf + silu * (1.0f - sf)))",
+    "tinyllm_swiglu_backward", preamble=_SCALAR_PREAMBLE,
 )
 
 
 def swiglu_forward(a: Any, b: Any) -> tuple[Any, Any]:
     """(y, s): silu(a) * b and the sigmoid s that backward needs, in one pass."""
-    return _swiglu_forward(a, b)
+    return _as_dtype(a.dtype, *_swiglu_forward(_bits(a), _bits(b)))
 
 
 def swiglu_backward(gy: Any, a: Any, b: Any, s: Any) -> tuple[Any, Any]:
     """(da, db) in one pass."""
-    return _swiglu_backward(gy, a, b, s)
+    return _as_dtype(a.dtype, *_swiglu_backward(_bits(gy), _bits(a), _bits(b), _bits(s)))
 
 
 # ---------------------------------------------------------------------------------------- RoPE
@@ -262,22 +307,25 @@ def swiglu_backward(gy: Any, a: Any, b: Any, s: Any) -> tuple[Any, Any]:
 #   forward  y1 = x1 cos - x2 sin,   y2 = x2 cos + x1 sin
 #   backward the same rotation with -sin.
 # The kernel writes straight into the two halves of the output (strided views): one launch.
-# T (x and y) is float32 or float16, C (the tables) float32 or float16; the arithmetic is float either way, so a
-# float16 x rotated by float32 tables is rounded once, when y is written.
+# T (x and y) is float32, float16 or bfloat16, C (the tables) any of those; the arithmetic is float either way,
+# so a 16-bit x rotated by float32 tables is rounded once, when y is written.
 
 _rotate = cupy.ElementwiseKernel(
     "T x1, T x2, C c, C s, float32 sign", "T y1, T y2",
-    "float a = x1, b = x2, cf = c, sn = sign * (float)s; y1 = a * cf - b * sn; y2 = b * cf + a * sn",
-    "tinyllm_rope",
+    "float a = as_float(x1), b = as_float(x2), cf = as_float(c), sn = sign * as_float(s);"
+    "assign(y1, a * cf - b * sn); assign(y2, b * cf + a * sn)",
+    "tinyllm_rope", preamble=_SCALAR_PREAMBLE,
 )
 
 
 def rope(x: Any, cos: Any, sin: Any, inverse: bool = False) -> Any:
     """Rotate x (..., T, D) by the tables (T, D/2) (or per row (B, 1, T, D/2)); ``inverse``: by the opposite
-    angles (the backward). x float32 or float16; the tables float32 or float16, whatever x is."""
+    angles (the backward). x float32, float16 or bfloat16; the tables any of those, whatever x is."""
     half = x.shape[-1] // 2
     y = cupy.empty_like(x)
-    _rotate(x[..., :half], x[..., half:], cos, sin, np.float32(-1.0 if inverse else 1.0), y[..., :half], y[..., half:])
+    xb, yb = _bits(x), _bits(y)
+    _rotate(xb[..., :half], xb[..., half:], _bits(cos), _bits(sin), np.float32(-1.0 if inverse else 1.0),
+            yb[..., :half], yb[..., half:])
     return y
 
 
@@ -321,7 +369,8 @@ def cross_entropy_backward(x: Any, lse: Any, targets: Any, scale: Any) -> Any:
 # And its backward's dscores = P * (dP - rowsum(dout * out)) in one pass.
 
 _SOFTMAX_SOURCE = _HALF_SOURCE + _BLOCK_REDUCE_SOURCE + r"""
-// Scalar is float (float32 scores) or unsigned short (float16 scores, as bits): the arithmetic is float.
+// Scalar is float (float32 scores), unsigned short (float16 scores, as bits) or bfloat16_bits: the arithmetic
+// is float.
 template <typename Scalar>
 __device__ void causal_softmax_row(Scalar* scores, long long n_rows, int S, int T, int causal, float scale) {
     __shared__ float shared[32];
@@ -350,37 +399,41 @@ extern "C" __global__ void tinyllm_causal_softmax_f16(unsigned short* scores, lo
                                                       int causal, float scale) {
     causal_softmax_row(scores, n_rows, S, T, causal, scale);
 }
-"""
-_causal_softmax = {  # one source, compiled once, two entry points
-    np.dtype(np.float32): cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax"),
-    np.dtype(np.float16): cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax_f16"),
+extern "C" __global__ void tinyllm_causal_softmax_bf16(bfloat16_bits* scores, long long n_rows, int S, int T,
+                                                       int causal, float scale) {
+    causal_softmax_row(scores, n_rows, S, T, causal, scale);
 }
+"""
+# one source, compiled once, an entry point per dtype
+_causal_softmax = {dtype: cupy.RawKernel(_SOFTMAX_SOURCE, "tinyllm_causal_softmax" + tag) for dtype, tag in _TAGS.items()}
 _SOFTMAX_THREADS = 128
 
 _softmax_backward = cupy.ElementwiseKernel(
-    "T p, T g, T d, float32 scale", "T gs", "gs = scale * ((float)p * ((float)g - (float)d))",
-    "tinyllm_softmax_backward"
+    "T p, T g, T d, float32 scale", "T gs", "assign(gs, scale * (as_float(p) * (as_float(g) - as_float(d))))",
+    "tinyllm_softmax_backward", preamble=_SCALAR_PREAMBLE,
 )
 
 
 def causal_softmax_(scores: Any, T: int, causal: bool, scale: float = 1.0) -> Any:
-    """In place: the row softmax of ``scale * scores`` (..., S) (C-contiguous, float32 or float16), with the causal
+    """In place: the row softmax of ``scale * scores`` (..., S) (C-contiguous, float32, float16 or bfloat16), with the causal
     mask when ``causal``. The attention hands it the unscaled q k^T: the scale costs no launch of its own."""
     if not scores.flags.c_contiguous:
         raise ValueError("causal_softmax_ works in place on a C-contiguous array")
     S = scores.shape[-1]
     n_rows = scores.size // S
-    _causal_softmax[scores.dtype]((n_rows,), (_SOFTMAX_THREADS,), (scores, np.int64(n_rows), np.int32(S),
-                                                                   np.int32(T), np.int32(1 if causal else 0),
-                                                                   np.float32(scale)))
+    _causal_softmax[scores.dtype.name]((n_rows,), (_SOFTMAX_THREADS,),
+                                       (_bits(scores), np.int64(n_rows), np.int32(S), np.int32(T),
+                                        np.int32(1 if causal else 0), np.float32(scale)))
     return scores
 
 
 def softmax_backward(probs: Any, gprobs: Any, rowdot: Any, scale: float = 1.0) -> Any:
     """In place in gprobs: dscores = scale * probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass.
-    float32 or float16 (float arithmetic inside). With the attention's scale here, dq = dscores k and
+    float32, float16 or bfloat16 (float arithmetic inside). With the attention's scale here, dq = dscores k and
     dk = dscores^T q need no multiplication of their own."""
-    return _softmax_backward(probs, gprobs, rowdot, np.float32(scale), gprobs)  # reads its own g, then overwrites it
+    g = _bits(gprobs)
+    _softmax_backward(_bits(probs), g, _bits(rowdot), np.float32(scale), g)  # reads its own g, then overwrites it
+    return gprobs
 
 
 # ---------------------------------------------------------------------------------------- tiled attention
@@ -551,9 +604,9 @@ __device__ void flash_backward_q(const Scalar* q, const Scalar* k, const Scalar*
 
 
 def _flash_source(head_dim: int, tag: str) -> str:
-    """The templates above and the three entry points for one head_dim and dtype (f32, f16): each
+    """The templates above and the three entry points for one head_dim and dtype (f32, f16, bf16): each
     variant is compiled on its first use, alone (all of them at once would be a megabyte of PTX)."""
-    c = {"f32": "float", "f16": "unsigned short"}[tag]
+    c = {"f32": "float", "f16": "unsigned short", "bf16": "bfloat16_bits"}[tag]
     d = head_dim
     return _FLASH_SOURCE + f"""
 extern "C" __global__ void tinyllm_flash_forward_{d}_{tag}(const {c}* q, const {c}* k, const {c}* v, {c}* out,
@@ -576,8 +629,11 @@ extern "C" __global__ void tinyllm_flash_backward_q_{d}_{tag}(const {c}* q, cons
 _flash_kernels: dict[tuple[str, int, str], Any] = {}
 
 
+FLASH_TAGS = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
 def _flash(part: str, head_dim: int, dtype: Any) -> Any:
-    tag = "f32" if dtype == np.float32 else "f16"
+    tag = FLASH_TAGS[dtype.name]
     key = (part, head_dim, tag)
     if key not in _flash_kernels:  # one source, compiled once; each entry point looked up on first use
         _flash_kernels[key] = cupy.RawKernel(_flash_source(head_dim, tag), f"tinyllm_flash_{part}_{head_dim}_{tag}")
@@ -585,7 +641,7 @@ def _flash(part: str, head_dim: int, dtype: Any) -> Any:
 
 
 def flash_usable(q: Any, k: Any, v: Any) -> bool:
-    """Whether the tiled kernels take these (B, Hkv, rows, D) arrays: float32 or float16, a head_dim they are built
+    """Whether the tiled kernels take these (B, Hkv, rows, D) arrays: float32, float16 or bfloat16, a head_dim built
     for (FLASH_HEAD_DIMS)."""
     return q.shape[-1] in FLASH_HEAD_DIMS and usable(q, k, v, half=True)
 
@@ -600,8 +656,8 @@ def flash_attention_forward(q: Any, k: Any, v: Any, scale: float, T: int, causal
     out = cupy.empty_like(q)
     lse = cupy.empty((B, Hkv, R), dtype=cupy.float32)
     _flash("forward", D, q.dtype)(((R + _FLASH_ROWS - 1) // _FLASH_ROWS, B * Hkv), (_FLASH_ROWS,),
-                                  (q, k, v, out, lse, np.int32(R), np.int32(S), np.int32(T), np.int32(causal),
-                                   np.float32(scale)))
+                                  (*map(_bits, (q, k, v, out)), lse, np.int32(R), np.int32(S), np.int32(T),
+                                   np.int32(causal), np.float32(scale)))
     return out, lse
 
 
@@ -614,10 +670,11 @@ def flash_attention_backward(q: Any, k: Any, v: Any, out: Any, lse: Any, gout: A
     delta = (gout.astype(cupy.float32, copy=False) * out.astype(cupy.float32, copy=False)).sum(axis=-1)  # do_r . out_r
     gq, gk, gv = cupy.empty_like(q), cupy.empty_like(k), cupy.empty_like(v)
     args = (np.int32(R), np.int32(S), np.int32(T), np.int32(causal), np.float32(scale))
+    q_, k_, v_, gout_ = map(_bits, (q, k, v, gout))
     _flash("backward_kv", D, q.dtype)(((S + _FLASH_KEYS - 1) // _FLASH_KEYS, B * Hkv), (_FLASH_KEYS,),
-                                      (q, k, v, gout, lse, delta, gk, gv, *args))
+                                      (q_, k_, v_, gout_, lse, delta, _bits(gk), _bits(gv), *args))
     _flash("backward_q", D, q.dtype)(((R + _FLASH_ROWS - 1) // _FLASH_ROWS, B * Hkv), (_FLASH_ROWS,),
-                                     (q, k, v, gout, lse, delta, gq, *args))
+                                     (q_, k_, v_, gout_, lse, delta, _bits(gq), *args))
     return gq, gk, gv
 
 

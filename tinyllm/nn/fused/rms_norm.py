@@ -36,7 +36,7 @@ class RMSNormFunction(Function):
         xp = self.xp
         if x.shape[-1:] != weight.shape:
             raise ValueError(f"rms_norm: weight {weight.shape} must match the last axis of the input {x.shape}")
-        kernels = get_backend().kernels  # on CuPy: this method's math in two CUDA launches (float32 or float16)
+        kernels = get_backend().kernels  # on CuPy: this method's math in one CUDA launch (float32, float16 or bfloat16)
         if kernels is not None and kernels.usable(x, weight, half=True):
             y, xhat, r = kernels.rms_norm_forward(x, weight, self.eps)
             self.save(xhat, r, weight)

@@ -46,7 +46,7 @@ class ApplyRope(Function):
                 f"apply_rope: x {x.shape} (..., T, head_dim) needs an even head_dim and cos/sin tables of shape "
                 f"(T, head_dim/2) = {(x.shape[-2], half)} or, per row, {per_row}; got {self.cos.shape}"
             )
-        kernels = get_backend().kernels  # on CuPy: the lines below in one CUDA launch (float32 or float16 x)
+        kernels = get_backend().kernels  # on CuPy: the lines below in one CUDA launch (float32, float16 or bfloat16 x)
         if kernels is not None and kernels.usable(x, half=True) and kernels.usable(self.cos, self.sin, half=True):
             return kernels.rope(x, self.cos, self.sin)  # the tables as they are: the kernel computes in float
         cos, sin = self.cos.astype(x.dtype, copy=False), self.sin.astype(x.dtype, copy=False)

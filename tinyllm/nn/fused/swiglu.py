@@ -24,7 +24,7 @@ class SwiGLUFunction(Function):
         if a.shape != b.shape:
             raise ValueError(f"swiglu: gate {a.shape} and up projection {b.shape} must have the same shape")
         xp = self.xp
-        kernels = get_backend().kernels  # on CuPy: this method's math in one CUDA launch (float32 or float16)
+        kernels = get_backend().kernels  # on CuPy: this method's math in one CUDA launch (float32, float16 or bfloat16)
         if kernels is not None and kernels.usable(a, b, half=True):
             y, s = kernels.swiglu_forward(a, b)
             self.save(a, b, s)
