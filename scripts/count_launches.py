@@ -30,6 +30,13 @@ import numpy
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def reads() -> int:
+    """Values read back from the device (each makes the host wait for the GPU): scalars and array copies."""
+    import cupy
+
+    return cupy.transfers["sync"] + cupy.transfers["to_host"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", default="1,6", help="comma-separated layer counts (default 1,6)")
@@ -73,7 +80,7 @@ def main() -> None:
             cupy.reset_counts()
             next(tokens)
             print(json.dumps({"decode": True, "n_layers": n_layers, "kernels": backend.kernels is not None,
-                              "launches": sum(cupy.launches.values()), "syncs": cupy.transfers["sync"],
+                              "launches": sum(cupy.launches.values()), "syncs": reads(),
                               "top": dict(cupy.launches.most_common(10))}), flush=True)
         return
     for dtype in args.dtypes.split(","):
@@ -92,7 +99,7 @@ def main() -> None:
             print(json.dumps({"dtype": dtype, "n_layers": n_layers, "kernels": backend.kernels is not None,
                               "attention": "tiled" if backend.flash_attention else "matrix",
                               "parameters": len(model.parameters()), "launches": sum(cupy.launches.values()),
-                              "syncs": cupy.transfers["sync"], "top": dict(cupy.launches.most_common(10))}),
+                              "syncs": reads(), "top": dict(cupy.launches.most_common(10))}),
                   flush=True)
 
 

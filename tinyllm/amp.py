@@ -196,30 +196,42 @@ class MixedPrecision:
 
         Call it after the gradients of the whole step are summed (after the all-reduce of a
         data-parallel run, so that every rank takes the same decision). The scale is a power of
-        two, so dividing by it is exact.
+        two, so dividing by it is exact. It reads one flag back from the device; ``train_step``
+        uses its two halves instead, ``start_unscale`` and ``finish_unscale``, and reads the flag
+        with the step's other values.
         """
+        found_inf = self.start_unscale()
+        return self.finish_unscale(found_inf is not None and bool(found_inf))  # one sync
+
+    def start_unscale(self) -> Any:
+        """Divide the masters' gradients by the loss scale, on the device; return a one-element device flag,
+        nonzero if any of them is inf or NaN (None without loss scaling: bfloat16). Nothing is read back; pass
+        the flag's value to ``finish_unscale``. (Dividing an inf or NaN gradient is harmless: it is dropped.)"""
         if not self.scaling:
-            return True  # bfloat16: a non-finite gradient is divergence, which train_step reports
+            return None  # bfloat16: a non-finite gradient is divergence, which train_step reports
         xp = get_backend().xp
         grads = [m.grad for m, _ in self.pairs if m.grad is not None]
+        if not grads:
+            return xp.zeros((), dtype=bool)
         kernels = self._fused_kernels()  # on CuPy: the check and the division below in one CUDA launch
-        if kernels is not None and grads and kernels.usable(*grads):
-            finite = not bool(kernels.unscale_grads_many(grads, 1.0 / self.scaler.scale))  # one sync
-            if not finite:  # the divided gradients are dropped: the step is skipped
-                for master, _ in self.pairs:
-                    master.grad = None
-            self.scaler.update(found_inf=not finite)
-            return finite
-        finite = bool(xp.stack([xp.isfinite(g).all() for g in grads]).all()) if grads else True  # one sync
-        if finite:
-            inverse = 1.0 / self.scaler.scale
-            for grad in grads:
-                grad *= inverse
-        else:
+        if kernels is not None and kernels.usable(*grads):
+            return kernels.unscale_grads_many(grads, 1.0 / self.scaler.scale)
+        found_inf = ~xp.stack([xp.isfinite(g).all() for g in grads]).all()
+        inverse = 1.0 / self.scaler.scale
+        for grad in grads:
+            grad *= inverse
+        return found_inf
+
+    def finish_unscale(self, found_inf: bool) -> bool:
+        """Update the scaler with ``found_inf`` (read back from ``start_unscale``'s flag); on an overflow drop the
+        masters' gradients (the step is skipped). Returns True when the step may go on."""
+        if not self.scaling:
+            return True
+        if found_inf:
             for master, _ in self.pairs:
                 master.grad = None
-        self.scaler.update(found_inf=not finite)
-        return finite
+        self.scaler.update(found_inf=found_inf)
+        return not found_inf
 
     def step_done(self) -> None:
         """Copy the updated masters into the shadow (cast to the low dtype)."""

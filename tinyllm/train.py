@@ -54,11 +54,13 @@ from .amp import DTYPES, MixedPrecision, resolve_dtype
 from .autograd import no_grad
 from .autograd.ops.cross_entropy import IGNORE_INDEX
 from .backends import get_backend
+from .backends.deferred import deferred_checks
 from .checkpoint import Checkpoint, restore, save_checkpoint
 from .data import TokenDataset
 from .logger import TrainingLogger
 from .models import Transformer
-from .optim import AdamW, Optimizer, clip_grad_norm_, get_lr
+from .optim import AdamW, Optimizer, get_lr
+from .optim.clip import clip_to_norm_, squared_grad_norm
 from .utils import dataclass_from_dict
 
 
@@ -171,6 +173,11 @@ def train_step(
     ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss or gradient norm
     (both checked before the update) raises ``TrainingDiverged`` and leaves the parameters as they were.
 
+    On a GPU every value read back makes the host wait for the device. A step reads once: the
+    losses, the gradient norm, float16's overflow flag and the checks that the token ids and targets
+    are in range (``tinyllm.backends.deferred``) travel together, after the backward passes are
+    queued and before the update, so an error still comes before anything changes.
+
     ``amp`` (tinyllm.amp, mixed precision): the micro-batches run through its float16/bfloat16
     shadow of ``model`` with the loss times the loss scale; the gradients are summed into
     ``model``'s (the float32 masters), unscaled, and the optimizer steps the masters. A float16
@@ -191,30 +198,51 @@ def train_step(
         grad_accum_steps = len(micro_batches)  # type: ignore[arg-type]
     for group in optimizer.param_groups:
         group["lr"] = lr
-    step_loss = 0.0
     net, loss_scale = (model, 1.0 / grad_accum_steps) if amp is None else (amp.forward_model(), amp.loss_scale)
-    for x, y in micro_batches:  # (B, T) each
-        _, loss = net(x, y)
-        (loss * loss_scale).backward()  # float32: the mean over all micro-batches; amp: times the loss scale
-        if amp is not None:
-            amp.accumulate_grads(1.0 / grad_accum_steps)  # masters' grads += float32(shadow's grads) / accum
-        loss_value = loss.item()  # read after backward is queued: the GPU is not left idle waiting for us
+    losses = []  # each micro-batch's loss, left on the device
+    with deferred_checks() as checks:  # the token-id and target checks wait for the one read below
+        for x, y in micro_batches:  # (B, T) each
+            _, loss = net(x, y)
+            (loss * loss_scale).backward()  # float32: the mean over all micro-batches; amp: times the loss scale
+            if amp is not None:
+                amp.accumulate_grads(1.0 / grad_accum_steps)  # masters' grads += float32(shadow's grads) / accum
+            losses.append(loss.data)
+    dist.all_reduce_gradients(model.parameters())  # several ranks: the mean gradient of the global batch
+    found_inf = amp.start_unscale() if amp is not None else None  # float16: divide by the scale, flag overflows
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    squares = squared_grad_norm(grads)  # (sum of g^2 over every gradient, on the device)
+    # The step's one read from the device, queued behind all of the above: the losses, the squared gradient
+    # norm, float16's overflow flag and the checks' flags (each a synchronisation of its own until now).
+    values = _read_back([*losses, squares, *([] if found_inf is None else [found_inf]), *checks.flags])
+    n = len(losses)
+    checks.raise_first([bool(v) for v in values[n + 1 + (found_inf is not None):]])  # bad ids: IndexError
+    step_loss = 0.0
+    for loss_value in values[:n]:
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
         step_loss += loss_value / grad_accum_steps
-    dist.all_reduce_gradients(model.parameters())  # several ranks: the mean gradient of the global batch
     step_loss = dist.all_reduce_mean(step_loss)
-    if amp is not None and not amp.unscale_grads():  # float16 overflow: skip the step, the scale halved
-        optimizer.zero_grad()
+    if amp is not None and not amp.finish_unscale(found_inf is not None and bool(values[n + 1])):
+        optimizer.zero_grad()  # float16 overflow: the step skipped, the scale halved
         return step_loss, math.inf
-    grad_norm = clip_grad_norm_(model.parameters(), grad_clip or math.inf)  # inf: measure, never clip
+    grad_norm = math.sqrt(values[n])
     if not math.isfinite(grad_norm):
         raise TrainingDiverged(f"the gradient norm became {grad_norm}", "gradient norm", grad_norm)
+    clip_to_norm_(grads, grad_norm, grad_clip or math.inf)  # inf: measure, never clip
     optimizer.step()
     optimizer.zero_grad()
     if amp is not None:
         amp.step_done()  # the shadow takes the new master weights
     return step_loss, grad_norm
+
+
+def _read_back(values: list[Any]) -> list[float]:
+    """Device scalars (0-d or one-element arrays) to Python floats in ONE transfer: a GPU makes the host wait
+    once, not once per value. On NumPy it costs nothing."""
+    backend = get_backend()
+    xp = backend.xp
+    stacked = xp.concatenate([xp.asarray(v).astype(xp.float64, copy=False).reshape(1) for v in values])
+    return [float(v) for v in backend.to_host(stacked)]
 
 
 def evaluate(

@@ -689,12 +689,13 @@ def flash_attention_backward(q: Any, k: Any, v: Any, out: Any, lse: Any, gout: A
 _SCATTER_ROWS_SOURCE = r"""
 extern "C" __global__ void tinyllm_scatter_add_rows(
         float* grad, const float* rows, const long long* sorted_ids, const long long* order,
-        long long n, int d) {
+        long long n, int d, long long n_rows) {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n * d) return;
     long long i = t / d;                    // a position in the sorted ids
     int col = (int)(t - i * d);
     long long id = sorted_ids[i];
+    if (id < 0 || id >= n_rows) return;     // an id its check will report (backends.deferred): never write outside
     if (i > 0 && sorted_ids[i - 1] == id) return;   // not the first of its id: the first one adds for all
     float total = 0.0f;
     for (long long j = i; j < n && sorted_ids[j] == id; ++j) total += rows[order[j] * d + col];
@@ -708,7 +709,8 @@ _SCATTER_THREADS = 256
 def scatter_add_rows(grad: Any, ids: Any, rows: Any) -> None:
     """In place: ``grad[ids[i]] += rows[i]`` with repeated ids adding up, the same bits every run.
 
-    grad (V, D) float32 C-contiguous, ids (N,) integers in 0..V-1, rows (N, D) float32.
+    grad (V, D) float32 C-contiguous, ids (N,) integers, rows (N, D) float32. An id outside 0..V-1 adds
+    nothing (its check, which may be read later, reports it: backends.deferred).
     """
     n, d = rows.shape
     if n == 0 or d == 0:
@@ -719,7 +721,7 @@ def scatter_add_rows(grad: Any, ids: Any, rows: Any) -> None:
     rows = cupy.ascontiguousarray(rows)
     threads = _SCATTER_THREADS
     _scatter_add_rows(((n * d + threads - 1) // threads,), (threads,),
-                      (grad, rows, sorted_ids, order, np.int64(n), np.int32(d)))
+                      (grad, rows, sorted_ids, order, np.int64(n), np.int32(d), np.int64(grad.shape[0])))
 
 
 # ---------------------------------------------------------------------------------------- AdamW

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..autograd.ops.cross_entropy import cross_entropy
-from ..autograd.ops.embedding import first_out_of_range
+from ..autograd.ops.embedding import check_ids
 from ..backends import get_backend
 from ..nn.block import TransformerBlock
 from ..nn.embedding import Embedding
@@ -120,9 +120,8 @@ class Transformer(Module):
         rows = None
         if attention_mask is not None or (cache is not None and not cache.uniform):
             rows = row_positions(B, T, attention_mask, cache.lengths if cache is not None else None)
-        bad = first_out_of_range(idx.data, c.vocab_size)
-        if bad is not None:
-            raise IndexError(f"token id {bad} is out of range for vocab_size={c.vocab_size} (valid: 0..{c.vocab_size - 1})")
+        check_ids(idx.data, c.vocab_size,
+                  lambda bad: f"token id {bad} is out of range for vocab_size={c.vocab_size} (valid: 0..{c.vocab_size - 1})")
 
         xp = get_backend().xp
         x = self.tok_embeddings(idx)  # (B, T, dim)

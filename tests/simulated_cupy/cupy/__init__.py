@@ -12,7 +12,9 @@ at all but about CuPy's *rules*, which this package enforces on ordinary NumPy a
   Every such read is counted in :data:`transfers` so a test can bound a training step's syncs;
 - ``x[...] = host_array`` on a plain slice raises (CuPy tries ``fill`` with it);
 - an out-of-range integer index wraps around silently on a GPU instead of raising IndexError: here
-  it raises an error that says so, so code relying on NumPy's IndexError is caught;
+  it raises an error that says so, so code relying on NumPy's IndexError is caught; with
+  ``cupy.out_of_range = "wrap"`` a gather wraps around as on a GPU (and counts it in :data:`wrapped`),
+  for code that checks its indices after using them (``tinyllm.backends.deferred``);
 - only the names CuPy 14 has exist (``names.json``, dumped from a real install): a NumPy function
   CuPy lacks is an AttributeError here as it would be there;
 - every operation that would launch a GPU kernel (it computes into a new buffer, or writes one in place;
@@ -53,12 +55,26 @@ _NDARRAY_NAMES = set(_NAMES["ndarray"])
 _by_storage: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 transfers: Counter = Counter()  # "to_host" (array copies to the host), "sync" (scalar reads), "to_device"
 launches: Counter = Counter()  # operations that would launch a kernel on a GPU, by name
+out_of_range = "raise"  # or "wrap": a gather with an out-of-range index wraps around, as CuPy's does on a GPU
+wrapped: Counter = Counter()  # gathers that wrapped an out-of-range index around ("wrap" only)
 _ALLOCATE_ONLY = {"empty", "empty_like"}  # these only take memory from the pool: no kernel
 
 
 def reset_counts() -> None:
     transfers.clear()
     launches.clear()
+    wrapped.clear()
+
+
+def _wrap_around(index: Any, shape: tuple) -> Any:
+    """The index with every integer array taken modulo its axis's length, as CuPy's gathers do on a GPU
+    (plain integers, slices and ``None`` / ``...`` are not handled: those raise as before)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if any(p is None or p is Ellipsis for p in parts):
+        return None
+    wrapped_parts = tuple(_np.mod(p, shape[axis]) if isinstance(p, _np.ndarray) and p.dtype.kind in "iu" else p
+                          for axis, p in enumerate(parts))
+    return wrapped_parts if isinstance(index, tuple) else wrapped_parts[0]
 
 
 def _fresh(obj: Any) -> bool:
@@ -276,6 +292,10 @@ class ndarray:  # noqa: N801 - CuPy's name
         try:
             return _wrap(_count("take", self._a[_unwrap_index(index)]))  # a gather: a launch; a slice: a view
         except IndexError as error:
+            around = _wrap_around(_unwrap_index(index), self._a.shape) if out_of_range == "wrap" else None
+            if "out of bounds" in str(error) and around is not None:
+                wrapped["take"] += 1
+                return _wrap(_count("take", self._a[around]))
             if "out of bounds" in str(error):
                 raise IndexError(
                     f"{error} (simulated CuPy: on a GPU CuPy wraps an out-of-range index around silently, "
@@ -293,7 +313,14 @@ class ndarray:  # noqa: N801 - CuPy's name
                     "to a slice of a device array; copy it to the device first)"
                 )
             transfers["to_device"] += 1
-        self._a[_unwrap_index(index)] = value
+        try:
+            self._a[_unwrap_index(index)] = value
+        except IndexError as error:  # "wrap": a scatter wraps around too, as CuPy's does on a GPU
+            around = _wrap_around(_unwrap_index(index), self._a.shape) if out_of_range == "wrap" else None
+            if "out of bounds" not in str(error) or around is None:
+                raise
+            wrapped["setitem"] += 1
+            self._a[around] = value
         launches["setitem"] += 1
 
 
@@ -420,7 +447,14 @@ class _Ufunc:
     def at(self, a: ndarray, indices: Any, b: Any = None) -> None:
         if self.__name__ == "add" and a.dtype.type not in _AT_DTYPES:
             raise TypeError("cupy.add.at only supports int32, int64, float16, float32, float64, uint32, uint64 as data type")
-        self._ufunc.at(a._a, _unwrap_index(indices), b._a if isinstance(b, ndarray) else b)
+        index = _unwrap_index(indices)
+        if out_of_range == "wrap":  # CuPy's scatter kernels take each index modulo the axis's length
+            around = _wrap_around(index, a._a.shape)
+            if around is not None and not all(_np.array_equal(p, q) for p, q in zip(
+                    around if isinstance(around, tuple) else (around,), index if isinstance(index, tuple) else (index,))):
+                wrapped[f"{self.__name__}.at"] += 1
+                index = around
+        self._ufunc.at(a._a, index, b._a if isinstance(b, ndarray) else b)
         launches[f"{self.__name__}.at"] += 1
 
 

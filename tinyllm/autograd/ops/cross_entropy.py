@@ -27,7 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...backends import get_backend
+from ...backends.deferred import check
 from ..function import Function
+from .embedding import outside_range
 from .indexing import _raw_index
 from .softmax import shifted_logsumexp
 
@@ -59,12 +61,11 @@ class CrossEntropy(Function):
         x = logits.reshape(-1, n_classes)  # (N, V)
         t = targets.reshape(-1)  # (N,)
         keep = t != self.ignore_index  # (N,)
-        bad = keep & ((t < 0) | (t >= n_classes))
-        if bad.any():
-            raise IndexError(
-                f"cross_entropy: target id {int(t[bad][0])} is out of range for {n_classes} classes "
-                f"(valid ids are 0..{n_classes - 1}, or ignore_index={self.ignore_index})"
-            )
+        bad = keep & outside_range(t, n_classes)  # (N,)
+        check(bad.any(), lambda: IndexError(  # read now, or with the training step's one read (backends.deferred)
+            f"cross_entropy: target id {int(t[bad][0])} is out of range for {n_classes} classes "
+            f"(valid ids are 0..{n_classes - 1}, or ignore_index={self.ignore_index})"
+        ))
         safe_t = xp.where(keep, t, 0)
         kernels = get_backend().kernels  # on CuPy: the same two numbers in two passes, no (N, V) temporary
         if kernels is not None and kernels.usable(x):

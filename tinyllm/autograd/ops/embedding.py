@@ -10,26 +10,37 @@ assignment would keep only one of them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...backends import get_backend
+from ...backends.deferred import check
 from ..function import Function
 from .indexing import _raw_index
 
 
-def first_out_of_range(ids: Any, n: int) -> int | None:
-    """The first id outside 0..n-1 (in row-major order), or None when all are valid.
+def outside_range(ids: Any, n: int) -> Any:
+    """A boolean array like ``ids``: True where an id is outside 0..n-1.
+
+    One comparison for both ends: a negative integer read as unsigned (the same bits, a view, no copy) is
+    larger than any valid id, so ``ids >= n`` as unsigned is ``(ids < 0) | (ids >= n)`` in one pass.
+    """
+    unsigned = ids.view(f"u{ids.dtype.itemsize}") if ids.dtype.kind == "i" else ids
+    return unsigned >= n
+
+
+def check_ids(ids: Any, n: int, message: Callable[[int], str]) -> None:
+    """Raise ``IndexError(message(first bad id))`` if an id is outside 0..n-1.
 
     The check must happen: on a GPU an out-of-range row index is not an error, CuPy wraps it around and
-    reads another row silently. It reads one boolean back from the device (one synchronisation); the
-    offending id is looked up only when there is one.
+    reads another row silently. Its answer is one boolean on the device; inside ``train_step`` it waits
+    for the step's one read (``tinyllm.backends.deferred``), elsewhere it is read here. The offending id
+    is looked up only when there is one.
     """
     if not ids.size:
-        return None
-    outside = (ids < 0) | (ids >= n)
-    if not outside.any():
-        return None
-    return int(ids.reshape(-1)[outside.reshape(-1).argmax()])
+        return
+    outside = outside_range(ids, n)
+    check(outside.any(), lambda: IndexError(message(int(ids.reshape(-1)[outside.reshape(-1).argmax()]))))
 
 
 class Embedding(Function):
@@ -41,9 +52,8 @@ class Embedding(Function):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding ids must be integers, not {ids.dtype}")
         n_rows = weight.shape[0]
-        bad = first_out_of_range(ids, n_rows)
-        if bad is not None:
-            raise IndexError(f"embedding: id {bad} is out of range for a table of {n_rows} rows (valid: 0..{n_rows - 1})")
+        check_ids(ids, n_rows, lambda bad: f"embedding: id {bad} is out of range for a table of {n_rows} rows "
+                                           f"(valid: 0..{n_rows - 1})")
         self.weight_shape = weight.shape
         self.dtype = weight.dtype
         return weight[ids]  # (*ids.shape, dim)
