@@ -26,7 +26,7 @@ class NumpyKernels:
         self.calls: list[str] = []
 
     HALF = ("rms_norm_forward", "rms_norm_backward", "swiglu_forward", "swiglu_backward",  # written with a type T
-            "rope", "causal_softmax_", "softmax_backward",
+            "rope", "causal_softmax_", "softmax_backward", "row_dot",
             "accumulate_grads_many", "cast_many",  # the mixed-precision ones: 16-bit shadows
             "flash_attention_forward", "flash_attention_backward")
 
@@ -116,6 +116,10 @@ class NumpyKernels:
             row[:visible] = e.astype(np.float32) * (np.float32(1) / np.exp(x - x.max()).sum())
             row[visible:] = 0
         return scores
+
+    def row_dot(self, a, b):
+        self.calls.append("row_dot")
+        return (a.astype(np.float32) * b.astype(np.float32)).sum(axis=-1, keepdims=True).astype(a.dtype)
 
     def softmax_backward(self, probs, gprobs, rowdot, scale=1.0):
         self.calls.append("softmax_backward")
@@ -286,7 +290,7 @@ def test_attention_goes_through_the_kernels(kernels, shape, causal):
     rng = np.random.default_rng(4)
     arrays = [f32(rng, B, H, T, 4), f32(rng, B, Hkv, S, 4), f32(rng, B, Hkv, S, 4)]
     assert_hooks_agree(kernels, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal), arrays,
-                       ["causal_softmax_", "softmax_backward"])
+                       ["causal_softmax_", "row_dot", "softmax_backward"])
 
 
 def test_adamw_goes_through_the_kernel(kernels):
@@ -391,7 +395,8 @@ def test_float16_rope_and_attention_go_through_their_kernels(kernels, causal):
                        ["rope", "rope_backward"], tolerance=4e-3)
     arrays = [f32(rng, 2, 4, 5, 8), f32(rng, 2, 2, 7, 8), f32(rng, 2, 2, 7, 8)]  # GQA, a cache: S > T
     assert_hooks_agree(kernels, lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=causal),
-                       [a.astype(np.float16) for a in arrays], ["causal_softmax_", "softmax_backward"], tolerance=4e-3)
+                       [a.astype(np.float16) for a in arrays], ["causal_softmax_", "row_dot", "softmax_backward"],
+                       tolerance=4e-3)
 
 
 def test_rope_hands_the_kernel_float32_tables_with_float16_activations(kernels):

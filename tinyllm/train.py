@@ -393,12 +393,17 @@ def train(
                 message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr, config)
                 raise TrainingDiverged(message, error.what, error.value) from None
             step += 1
-            backend.synchronize()  # GPU work is queued: wait for it before reading the clock
+            # No wait for the GPU here: its update is still queued, and the next step's forward queues behind it.
+            # train_step's one read waits for everything before it, so the time between two steps' reads is a
+            # step's time; only a logging step waits for the update too (below), to read the clock.
             train_seconds += time.perf_counter() - step_start
 
             # -- report -------------------------------------------------------------------------
             window_losses.append(step_loss)
             if step % config.log_interval == 0:
+                step_start = time.perf_counter()
+                backend.synchronize()  # the last update done: the window's time is all of its steps'
+                train_seconds += time.perf_counter() - step_start
                 tokens_per_second = len(window_losses) * tokens_per_step / (time.perf_counter() - window_start)
                 logger.log("train", step, loss=float(np.mean(window_losses)), lr=lr, grad_norm=grad_norm,
                            tokens_per_second=tokens_per_second,

@@ -427,6 +427,12 @@ def causal_softmax_(scores: Any, T: int, causal: bool, scale: float = 1.0) -> An
     return scores
 
 
+def row_dot(a: Any, b: Any) -> Any:
+    """sum(a * b) over the last axis, keepdims: (..., D), (..., D) -> (..., 1), in one reduction (summed in float,
+    rounded once to the inputs' dtype); the attention backward's rowdot = dout . out."""
+    return _as_dtype(a.dtype, _sum_products(_bits(a), _bits(b), axis=a.ndim - 1, keepdims=True))
+
+
 def softmax_backward(probs: Any, gprobs: Any, rowdot: Any, scale: float = 1.0) -> Any:
     """In place in gprobs: dscores = scale * probs * (gprobs - rowdot), rowdot (..., 1) broadcast; one pass.
     float32, float16 or bfloat16 (float arithmetic inside). With the attention's scale here, dq = dscores k and

@@ -213,13 +213,15 @@ class ScaledDotProductAttention(Function):
         # dscores = P * (dP - rowsum(dP * P)), in place in gprobs. The row sum needs no (G*T, S)
         # product: rowsum_j(dP_ij P_ij) = rowsum_j((dout_i . v_j) P_ij) = dout_i . out_i, (G*T, D) work.
         # (With dropout the same identity holds for the dropped P that made out.)
-        rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
         kernels = get_backend().kernels
         scale = self.scale_used
-        if kernels is not None and kernels.usable(probs, gprobs, rowdot, half=True):
-            # On CuPy: the two lines below and the scale in one pass, so dq and dk need no multiplication
+        if kernels is not None and kernels.usable(probs, gprobs, gout, out, half=True):
+            # On CuPy: the row sum in one reduction; the two lines below and the scale in one pass, so dq and
+            # dk need no multiplication
+            rowdot = kernels.row_dot(gout, out)  # (B, Hkv, G*T, 1)
             gprobs = kernels.softmax_backward(probs, gprobs, rowdot, scale)
             return (gprobs @ k).reshape(B, H, T, D), gprobs.swapaxes(-1, -2) @ qg, gv
+        rowdot = (gout * out).sum(axis=-1, keepdims=True)  # (B, Hkv, G*T, 1)
         gprobs -= rowdot
         gprobs *= probs
         # The scale is applied to the small (T, D) results, not the (T, S) scores
