@@ -13,6 +13,12 @@ environment that has both:
 
 Prints each side's median step time, the ratio tinyllm / torch, tokens/s and the
 peak resident memory growth of each side's steps.
+
+``--config host``: the gpu preset's depth and heads (6 layers, 6 heads) at toy widths (dim 48, batch 1 x
+8 tokens), where the arithmetic is negligible and a step's time is the framework's own: Python, the
+autograd graph, one dispatch per operation. On a GPU a small model's step is bound by exactly this
+host-side work (each operation's launch), so the ratio here says whether tinyllm's bookkeeping or
+the array library's launches are what a GPU step waits on (``docs/gpu.md``).
 """
 
 from __future__ import annotations
@@ -38,9 +44,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per side (after one warm-up each)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for both sides")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--config", choices=["S", "host"], default="S",
+                        help="S: the issue's config; host: toy widths, the framework's own time per step")
+    parser.add_argument("--batch", type=int, default=None, help="default 16 (S), 1 (host)")
+    parser.add_argument("--context", type=int, default=None, help="default 256 (S), 8 (host)")
     args = parser.parse_args()
+    host = args.config == "host"
+    args.batch = args.batch or (1 if host else 16)
+    args.context = args.context or (8 if host else 256)
+    if host and args.repeats == parser.get_default("repeats"):
+        args.repeats = 50  # milliseconds each: more of them for a steady median
     set_threads(args.threads)
 
     import numpy as np
@@ -55,10 +68,14 @@ def main() -> None:
     from tinyllm.models import ModelConfig, Transformer
     from tinyllm.optim import AdamW
 
-    config = ModelConfig(
-        vocab_size=1024, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_hidden_dim=768,
-        max_seq_len=args.context, tie_embeddings=False,
-    )
+    if host:
+        config = ModelConfig(vocab_size=64, dim=48, n_layers=6, n_heads=6, n_kv_heads=6, ffn_hidden_dim=128,
+                             max_seq_len=args.context, tie_embeddings=False)
+    else:
+        config = ModelConfig(
+            vocab_size=1024, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_hidden_dim=768,
+            max_seq_len=args.context, tie_embeddings=False,
+        )
     B, T = args.batch, args.context
     rng = np.random.default_rng(0)
     idx = rng.integers(0, config.vocab_size, (B, T))
@@ -104,10 +121,11 @@ def main() -> None:
 
     tokens = B * T
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"config S, batch {B} x context {T} = {tokens} tokens/step, {args.threads} thread(s), {args.repeats} steps each")
+    print(f"config {args.config}, batch {B} x context {T} = {tokens} tokens/step, {args.threads} thread(s), "
+          f"{args.repeats} steps each")
     for name in ("tinyllm", "torch"):
-        spread = ", ".join(f"{t:.3f}" for t in times[name])
-        print(f"{name:8s} median {median[name]:.3f} s/step  ({tokens / median[name]:,.0f} tokens/s)   [{spread}]")
+        spread = ", ".join(f"{t:.3f}" for t in times[name][:10]) + (", ..." if len(times[name]) > 10 else "")
+        print(f"{name:8s} median {median[name] * 1e3:.2f} ms/step  ({tokens / median[name]:,.0f} tokens/s)   [{spread}]")
     print(f"ratio tinyllm / torch: {median['tinyllm'] / median['torch']:.2f}x")
     print(f"process peak RSS {peak_rss_mb():.0f} MB (both models live); tinyllm params {model.num_parameters():,}")
 
