@@ -117,23 +117,25 @@ class Function:
         self.saved = arrays
 
     def __call__(self, *inputs: Any) -> Any:
-        from .tensor import Tensor, as_tensor, floating_dtype_of, is_floating
-
-        # Python scalars take the dtype of the floating tensors they meet (x * 2.0 stays float64).
-        if all(isinstance(x, Tensor) for x in inputs):
-            tensors = inputs
-        else:
-            like = floating_dtype_of(inputs)
-            tensors = tuple(x if isinstance(x, Tensor) else as_tensor(x, dtype=like) for x in inputs)
-        arrays = [t.data for t in tensors]
-        recording = is_grad_enabled()
+        # (This runs once per operation, hundreds of times a training step: on a GPU its Python time adds to
+        # every kernel launch, so it avoids work it can skip; _tensor is the tensor module, bound below.)
+        Tensor = _tensor.Tensor
+        tensors = inputs
+        for x in inputs:
+            if not isinstance(x, Tensor):
+                # Python scalars take the dtype of the floating tensors they meet (x * 2.0 stays float64).
+                like = _tensor.floating_dtype_of(inputs)
+                tensors = tuple(x if isinstance(x, Tensor) else _tensor.as_tensor(x, dtype=like) for x in inputs)
+                break
+        recording = _GradMode.enabled
         self.needs_input_grad = tuple(recording and t.requires_grad for t in tensors)
-        outputs = self.forward(*arrays)
+        outputs = self.forward(*[t.data for t in tensors])
         single = not isinstance(outputs, tuple)
         if single:
             outputs = (outputs,)
-        needs_grad = any(self.needs_input_grad)
+        needs_grad = True in self.needs_input_grad
         # Integer or boolean results (argmax-like, casts to int) never require grad.
+        is_floating = _tensor.is_floating
         results = [Tensor(y, requires_grad=needs_grad and is_floating(y.dtype), _is_result=True) for y in outputs]
         if needs_grad:
             self.generation = max(t.generation for t in tensors)
@@ -163,3 +165,6 @@ class Function:
     @property
     def name(self) -> str:
         return type(self).__name__
+
+
+from . import tensor as _tensor  # noqa: E402  (tensor imports this module: bound once both exist)
