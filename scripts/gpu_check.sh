@@ -15,7 +15,8 @@
 #   2 bench    benchmarks/gpu_train.py: tinyllm vs PyTorch eager per precision (fp16 and bf16 with tinyllm.amp
 #              against autocast first: fp16 missed the 0.5x target on the first H200 run and bf16 failed; then tf32,
 #              fp32; PRECISIONS overrides), SmolLM2-shaped decode; then 2b, fp16 and TF32 again with tinyllm's
-#              tiled attention kernels (--flash: TINYLLM_FLASH_ATTENTION), rows marked "tinyllm_attention": "tiled"
+#              tiled attention kernels (--flash: TINYLLM_FLASH_ATTENTION), rows marked "tinyllm_attention": "tiled";
+#              then 2c, benchmarks/launch_overhead.py: one launch's host cost in microseconds, CuPy against PyTorch
 #   3 fast     a fast subset of the suite with TINYLLM_BACKEND=cupy (autograd, fused ops, model, resume, amp)
 #   4 train    examples/train_shakespeare.py --backend "$BACKEND" --preset gpu (--dtype $TRAIN_DTYPE, default float32),
 #              stopped by SIGINT at its limit (the preset's 750 steps took 65 s on an H200);
@@ -24,7 +25,7 @@
 #              the image has no mpiexec): data-parallel step == plain step, bit for bit, and
 #              the all-reduce of a 100 MB buffer (rows "exact" and "bandwidth", phase nccl)
 #   6 rest     the rest of the suite with TINYLLM_BACKEND=cupy, in whatever time is left
-# Limits (s): kernels 90, bench 120, bench_flash 60, fast 90, train 70, nccl 30 = 460 of the 470 s budget; rest
+# Limits (s): kernels 90, bench 110, bench_flash 60, overhead 15, fast 90, train 70, nccl 30 = 465 of the 470 s budget; rest
 # gets what the earlier phases left (they usually end well before their limits; train and bench use theirs).
 # Output files (8 at most come back): gpu_check.jsonl, gpu_check.log, pytest_fast.txt, pytest_rest.txt,
 # train_log.jsonl, loss.png, bench.jsonl.
@@ -117,7 +118,7 @@ run_pytest kernels "$(limit 90)" "$OUT/pytest_kernels.txt" tests/test_cuda_kerne
 cat "$OUT/pytest_kernels.txt" >>"$LOG"; rm -f "$OUT/pytest_kernels.txt"  # keep the file count under 8
 
 # -- 2: benchmark ---------------------------------------------------------------------------------------------
-T=$(limit 120)
+T=$(limit 110)
 if (( T > 20 )); then
   t0=$(date +%s)
   timeout -k 10 --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --precisions "${PRECISIONS:-fp16,bf16,tf32,fp32}" --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
@@ -130,6 +131,14 @@ if (( T > 20 )) && [[ "$BACKEND" == cupy ]]; then
   timeout -k 10 --signal=INT "$T" "$PY" benchmarks/gpu_train.py --backend "$BACKEND" --steps 10 --flash --skip decode \
     --precisions "${FLASH_PRECISIONS:-fp16,tf32}" --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
   record bench_flash rc=$? seconds=$(( $(date +%s) - t0 )) limit_s="$T"
+fi
+
+# 2c: what one launch costs the host (an add, a matmul, a tinyllm Function, tinyllm's kernels), CuPy against PyTorch
+T=$(limit 15)
+if (( T > 5 )); then
+  t0=$(date +%s)
+  timeout -k 5 --signal=INT "$T" "$PY" benchmarks/launch_overhead.py --backend "$BACKEND" --json "$OUT/bench.jsonl" >>"$LOG" 2>&1
+  record overhead rc=$? seconds=$(( $(date +%s) - t0 )) limit_s="$T"
 fi
 
 # -- 3: a fast subset of the suite on CuPy ------------------------------------------------------------------

@@ -33,3 +33,18 @@ def test_the_gpu_benchmark_runs_on_numpy_with_tiny_shapes(tmp_path):
     assert ("bfloat16 needs the ml_dtypes package" if importlib.util.find_spec("ml_dtypes") is None
             else "bfloat16 runs on the cupy backend only") in bf16["note"]
     assert decode["tinyllm"]["decode_tokens_per_s"] > 0
+
+
+def test_the_launch_overhead_benchmark_runs_on_numpy(tmp_path):
+    """benchmarks/launch_overhead.py (a phase of scripts/gpu_check.sh) runs and reports every kind it times."""
+    out = tmp_path / "overhead.jsonl"
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OPENBLAS_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "benchmarks/launch_overhead.py", "--backend", "numpy", "--launches", "50",
+                          "--repeats", "1", "--skip-torch", "--json", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env)
+    assert run.returncode == 0, run.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["kind"] == "launch_overhead" and record["backend"] == "numpy"
+    assert set(record["us_per_launch"]) == {"array add", "array matmul (8x64 @ 64x64)",
+                                            "tinyllm Function (Tensor add, graph recorded)"}
+    assert all(us > 0 for us in record["us_per_launch"].values())
