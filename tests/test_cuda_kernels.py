@@ -237,6 +237,42 @@ def test_the_gradient_norm_kernel_sums_in_float64_with_the_same_bits_every_run(c
     assert all(np.array_equal(cupy_backend.to_host(g), h * np.float32(0.37)) for g, h in zip(grads, host))
 
 
+@pytest.mark.parametrize("max_norm", [0.5, 1e9, 0.0])  # clipped; under the limit; max_norm 0 clips everything
+def test_clipping_decided_on_the_device_gives_the_hosts_bits(cupy_backend, max_norm):
+    """clip_many (queue_train_step's clipping: the factor from the squared norm, on the device, nothing read
+    back) against clip_to_norm_ (the factor computed on the host from the norm read back): the same bits;
+    an inf or NaN norm scales nothing."""
+    from tinyllm.backends import cuda_kernels
+    from tinyllm.optim.clip import clip_to_norm_
+
+    xp, rng = cupy_backend.xp, np.random.default_rng(19)
+    host = [f32(rng, *shape, scale=0.01) for shape in [(3,), (300,), (64, 48)]]
+    on_device, by_host = [xp.asarray(g) for g in host], [xp.asarray(g) for g in host]
+    squares = cuda_kernels.sum_of_squares_many(on_device)
+    cuda_kernels.clip_many(on_device, squares, max_norm, 1e-6)
+    clip_to_norm_(by_host, float(np.sqrt(float(squares))), max_norm, 1e-6)
+    assert all(np.array_equal(cupy_backend.to_host(a), cupy_backend.to_host(b)) for a, b in zip(on_device, by_host))
+    assert any(not np.array_equal(cupy_backend.to_host(a), h) for a, h in zip(on_device, host)) == (max_norm < 1)
+    for bad in (np.inf, np.nan):
+        grads = [xp.asarray(g) for g in host]
+        cuda_kernels.clip_many(grads, xp.asarray(np.float64(bad)), 0.5, 1e-6)
+        assert all(np.array_equal(cupy_backend.to_host(g), h) for g, h in zip(grads, host))
+
+
+def test_the_adamw_kernel_changes_nothing_when_told_to_skip(cupy_backend):
+    """The multi-tensor AdamW kernel reads queue_train_step's verdict on the device: set, nothing moves."""
+    from tinyllm.backends import cuda_kernels
+
+    xp, rng = cupy_backend.xp, np.random.default_rng(20)
+    arrays = [[xp.asarray(f32(rng, 5, 7)) for _ in range(4)] for _ in range(3)]  # (p, g, m, v) of 3 parameters
+    before = [[cupy_backend.to_host(a).copy() for a in four] for four in arrays]
+    updates = [(*four, 0.99, 0.9, 0.999, 1e-8, 1e-3, 0.03) for four in arrays]
+    cuda_kernels.adamw_update_many(updates, skip=xp.asarray(True))
+    assert all(np.array_equal(cupy_backend.to_host(a), b) for four, bs in zip(arrays, before) for a, b in zip(four, bs))
+    cuda_kernels.adamw_update_many(updates, skip=xp.asarray(False))
+    assert not np.array_equal(cupy_backend.to_host(arrays[0][0]), before[0][0])  # p moved
+
+
 @pytest.mark.parametrize("case", [
     (2, 6, 6, 64, 64, 64, True, np.float32),   # the gpu preset's heads (MHA, head_dim 64), causal
     (1, 4, 2, 40, 56, 32, True, np.float32),   # GQA with a cache (S > T): rows see i + S - T keys

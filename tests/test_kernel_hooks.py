@@ -45,9 +45,8 @@ class NumpyKernels:
         attr = object.__getattribute__(self, name)
         if name.startswith("_") or name in ("usable", "is_16bit", "flash_usable") or not callable(attr):
             return attr
-
         def typed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            stack = list(args)
+            stack = list(args[:1] if name == "clip_many" else args)  # clip_many's squared norm: float64 by design
             while stack:
                 a = stack.pop()
                 if isinstance(a, (list, tuple)):
@@ -170,6 +169,13 @@ class NumpyKernels:
         self.calls.append("sum_of_squares_many")
         return sum((g.astype(np.float64) ** 2).sum() for g in grads)
 
+    def clip_many(self, grads, squares, max_norm, eps):
+        self.calls.append("clip_many")
+        norm = float(np.sqrt(squares))  # as the kernel: a double sqrt and division, the factor rounded to float
+        if norm > max_norm and np.isfinite(norm):
+            for g in grads:
+                g *= np.float32(max_norm / (norm + eps))
+
     def scale_many(self, grads, factor):
         self.calls.append("scale_many")
         for g in grads:
@@ -205,9 +211,11 @@ class NumpyKernels:
         gv = np.swapaxes(probs, -1, -2) @ g
         return gq.astype(q.dtype), gk.astype(k.dtype), gv.astype(v.dtype)
 
-    def adamw_update_many(self, updates):
+    def adamw_update_many(self, updates, skip=None):
         self.calls.append("adamw_update_many")
         self.updated = [u[0] for u in updates]
+        if skip is not None and bool(skip):  # the kernel reads the flag on the device and changes nothing
+            return
         for u in updates:
             self.adamw_update(*u)
             self.calls.pop()  # counted once per call of adamw_update_many

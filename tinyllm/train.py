@@ -16,6 +16,12 @@ bits per character, next-token accuracy), save ``out_dir/last``, and ``out_dir/b
 the val loss improved. A loss or gradient norm that is NaN or infinite stops training with
 ``TrainingDiverged``, leaving the last good checkpoint as it was.
 
+The loop never waits for a GPU between steps: it runs ``queue_train_step``, which leaves a step's
+loss, gradient norm and input checks on the device and lets the device skip a bad step's update
+itself; ``read_steps`` reads every step since the last read in one transfer when the loop logs,
+evaluates or ends, and raises what went wrong, at the step where it went wrong (``train_step``,
+the one-step function, reads at once).
+
 Resuming is exact, on NumPy and on CuPy alike: a checkpoint holds the parameters, AdamW's moments
 and step counts, and the state of the host (NumPy) generator that draws the batch offsets. The
 device's random numbers (dropout masks) are not saved, because CuPy cannot export its generator's
@@ -54,13 +60,13 @@ from .amp import DTYPES, MixedPrecision, resolve_dtype
 from .autograd import no_grad
 from .autograd.ops.cross_entropy import IGNORE_INDEX
 from .backends import get_backend
-from .backends.deferred import deferred_checks
+from .backends.deferred import DeferredChecks, deferred_checks
 from .checkpoint import Checkpoint, restore, save_checkpoint
 from .data import TokenDataset
 from .logger import TrainingLogger
 from .models import Transformer
 from .optim import AdamW, Optimizer, get_lr
-from .optim.clip import clip_to_norm_, squared_grad_norm
+from .optim.clip import clip_by_squared_norm_, clip_to_norm_, squared_grad_norm
 from .utils import dataclass_from_dict
 
 
@@ -194,13 +200,99 @@ def train_step(
     >>> round(loss, 1)                                # about ln(16) = 2.77 before any learning
     2.8
     """
+    return read_steps([queue_train_step(model, optimizer, micro_batches, lr, grad_clip, grad_accum_steps, amp)])[0]
+
+
+class QueuedStep:
+    """An optimizer step whose results are still on the device (``queue_train_step``). ``read_steps`` reads
+    them, and raises what the step found wrong: a token id or target out of range (``IndexError``), a loss
+    or gradient norm that is inf or NaN (``TrainingDiverged``)."""
+
+    def __init__(self, losses: list[Any], squares: Any, checks: DeferredChecks, grad_accum_steps: int,
+                 found_inf: Any = None) -> None:
+        self.losses = losses  # each micro-batch's loss, 0-d device arrays
+        self.squares = squares  # the squared gradient norm before clipping, a 0-d float64 device array
+        self.checks = checks  # the flags of the token-id and target checks made in the step
+        self.found_inf = found_inf  # float16: the overflow flag (the step's update waits for it)
+        self.grad_accum_steps = grad_accum_steps
+        self.bad: Any = None  # the device's verdict: this step, or an earlier unread one, was bad (update skipped)
+        self.undo: tuple[Optimizer, tuple] | None = None  # the optimizer's counts before its (skipped?) update
+        self.index: int | None = None  # the loop's step number and learning rate, for its messages
+        self.lr: float | None = None
+        self.result: tuple[float, float] | None = None  # (step loss, gradient norm) once read
+
+    def device_values(self) -> list[Any]:
+        return [*self.losses, self.squares, *([] if self.found_inf is None else [self.found_inf]),
+                *self.checks.flags]
+
+    def settle(self, values: list[float]) -> bool:
+        """Given ``device_values`` read back, in order: raise what went wrong; else keep (loss, norm) in
+        ``result`` and return whether float16 overflowed (the step is to be skipped)."""
+        n = len(self.losses)
+        try:
+            self.checks.raise_first([bool(v) for v in values[n + 1 + (self.found_inf is not None):]])
+            for loss_value in values[:n]:
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
+            overflow = self.found_inf is not None and bool(values[n + 1])
+            grad_norm = math.sqrt(values[n])
+            if not overflow and not math.isfinite(grad_norm):
+                raise TrainingDiverged(f"the gradient norm became {grad_norm}", "gradient norm", grad_norm)
+        except Exception:
+            if self.undo is not None:  # the device skipped this update (and every later one): uncount them
+                optimizer, counters = self.undo
+                optimizer.restore_counters(counters)
+            raise
+        step_loss = dist.all_reduce_mean(sum(v / self.grad_accum_steps for v in values[:n]))
+        self.result = (step_loss, math.inf if overflow else grad_norm)
+        return overflow
+
+
+def read_steps(steps: list[QueuedStep]) -> list[tuple[float, float]]:
+    """(step loss, gradient norm) of each queued step, read in ONE transfer however many there are, and
+    checked in order: the first bad step raises (its ``queued_step`` attribute says which), and its update
+    and every later one were skipped on the device, so the parameters are as that step found them."""
+    unread = [s for s in steps if s.result is None]
+    values = _read_back([v for s in unread for v in s.device_values()])
+    at = 0
+    for s in unread:
+        n = len(s.device_values())
+        try:
+            s.settle(values[at : at + n])
+        except Exception as error:
+            error.queued_step = s  # type: ignore[attr-defined]
+            raise
+        at += n
+    return [s.result for s in steps]  # type: ignore[misc]
+
+
+def queue_train_step(
+    model: Transformer,
+    optimizer: Optimizer,
+    micro_batches: Iterable[tuple[Any, Any]],
+    lr: float,
+    grad_clip: float = 0.0,
+    grad_accum_steps: int | None = None,
+    amp: MixedPrecision | None = None,
+    after: QueuedStep | None = None,
+) -> QueuedStep:
+    """``train_step`` without waiting for the GPU: the step is queued whole, its results stay on the device.
+
+    What ``train_step`` decides on the host after one read, this decides on the device: a flag
+    ``bad`` (a token id or target out of range, a loss or gradient norm that is inf or NaN, or the
+    unread step ``after`` bad) makes the optimizer skip its update (``Optimizer.step(skip=...)``), and
+    clipping reads the norm where it is (``clip_by_squared_norm_``). ``read_steps`` reads one or
+    many queued steps at once and raises what they found: ``train``'s loop reads only when it logs,
+    evaluates or ends. float16 is the exception: its loss scale is the host's, so such a step reads
+    its values before its update, as ``train_step`` does.
+    """
     if grad_accum_steps is None:
         grad_accum_steps = len(micro_batches)  # type: ignore[arg-type]
     for group in optimizer.param_groups:
         group["lr"] = lr
     net, loss_scale = (model, 1.0 / grad_accum_steps) if amp is None else (amp.forward_model(), amp.loss_scale)
     losses = []  # each micro-batch's loss, left on the device
-    with deferred_checks() as checks:  # the token-id and target checks wait for the one read below
+    with deferred_checks() as checks:  # the token-id and target checks wait for the step's read
         for x, y in micro_batches:  # (B, T) each
             _, loss = net(x, y)
             (loss * loss_scale).backward()  # float32: the mean over all micro-batches; amp: times the loss scale
@@ -211,34 +303,33 @@ def train_step(
     found_inf = amp.start_unscale() if amp is not None else None  # float16: divide by the scale, flag overflows
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     squares = squared_grad_norm(grads)  # (sum of g^2 over every gradient, on the device)
-    # The step's one read from the device, queued behind all of the above: the losses, the squared gradient
-    # norm, float16's overflow flag and the checks' flags (each a synchronisation of its own until now).
-    values = _read_back([*losses, squares, *([] if found_inf is None else [found_inf]), *checks.flags])
-    n = len(losses)
-    checks.raise_first([bool(v) for v in values[n + 1 + (found_inf is not None):]])  # bad ids: IndexError
-    step_loss = 0.0
-    for loss_value in values[:n]:
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(f"the training loss became {loss_value}", "training loss", loss_value)
-        step_loss += loss_value / grad_accum_steps
-    step_loss = dist.all_reduce_mean(step_loss)
-    if amp is not None and not amp.finish_unscale(found_inf is not None and bool(values[n + 1])):
-        optimizer.zero_grad()  # float16 overflow: the step skipped, the scale halved
-        return step_loss, math.inf
-    grad_norm = math.sqrt(values[n])
-    if not math.isfinite(grad_norm):
-        raise TrainingDiverged(f"the gradient norm became {grad_norm}", "gradient norm", grad_norm)
-    clip_to_norm_(grads, grad_norm, grad_clip or math.inf)  # inf: measure, never clip
-    optimizer.step()
+    step = QueuedStep(losses, squares, checks, grad_accum_steps, found_inf)
+    if found_inf is not None:  # float16: one read now, before the update (the scaler lives on the host)
+        overflow = step.settle(_read_back(step.device_values()))
+        if not amp.finish_unscale(overflow):  # type: ignore[union-attr]
+            optimizer.zero_grad()  # the step skipped, the scale halved
+            return step
+        clip_to_norm_(grads, step.result[1], grad_clip or math.inf)  # type: ignore[index]
+        optimizer.step()
+    else:  # decided on the device: the update skips itself if anything was wrong
+        xp = get_backend().xp
+        verdicts = [~xp.isfinite(xp.stack(losses)).all(), ~xp.isfinite(squares), *checks.flags,
+                    *([] if after is None or after.bad is None else [after.bad])]
+        step.bad = xp.stack(verdicts).any()  # 0-d bool
+        clip_by_squared_norm_(grads, squares, grad_clip or math.inf)  # inf: measure, never clip
+        step.undo = (optimizer, optimizer.counters())
+        optimizer.step(skip=step.bad)
     optimizer.zero_grad()
     if amp is not None:
         amp.step_done()  # the shadow takes the new master weights
-    return step_loss, grad_norm
+    return step
 
 
 def _read_back(values: list[Any]) -> list[float]:
     """Device scalars (0-d or one-element arrays) to Python floats in ONE transfer: a GPU makes the host wait
     once, not once per value. On NumPy it costs nothing."""
+    if not values:
+        return []
     backend = get_backend()
     xp = backend.xp
     stacked = xp.concatenate([xp.asarray(v).astype(xp.float64, copy=False).reshape(1) for v in values])
@@ -304,7 +395,6 @@ def train(
     starting a new one. ``stop_at_step``: stop early, as an interrupted run would, saving ``last``
     there; the learning-rate schedule still follows ``config.max_steps``.
     """
-    backend = get_backend()
     out_dir = Path(config.out_dir)
     data.check_block_size(config.block_size)
     if config.block_size > model.config.max_seq_len:
@@ -336,6 +426,7 @@ def train(
     bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not (config.progress and main),
                dynamic_ncols=True)
     window_start, window_losses, tokens_per_second = time.perf_counter(), [], 0.0
+    pending: list[QueuedStep] = []  # steps queued on the device, not yet read back
     train_seconds = 0.0  # time spent in optimizer steps, for the run's average tokens/s
     model.train()
     # A diverging run overflows to inf and NaN inside the forward and backward, and NumPy warns at each
@@ -387,23 +478,34 @@ def train(
                 micro_batches = dist.local_micro_batches(data, config.batch_size, config.block_size,
                                                          config.grad_accum_steps, config.seed, step,
                                                          rng=batch_rng)
-                step_loss, grad_norm = train_step(model, optimizer, micro_batches, lr, config.grad_clip,
-                                                  config.grad_accum_steps, amp)
-            except TrainingDiverged as error:  # add where the run stands and what to do
+                # Queued, not waited for: its loss, gradient norm and checks stay on the device (a bad step
+                # skips its own update there) until the read below, so the GPU never waits for the host.
+                queued = queue_train_step(model, optimizer, micro_batches, lr, config.grad_clip,
+                                          config.grad_accum_steps, amp, after=pending[-1] if pending else None)
+            except TrainingDiverged as error:  # (float16 steps read at once) add where the run stands and what to do
                 message = _diverged_message(error.what, error.value, step, out_dir, last_saved_step, lr, config)
                 raise TrainingDiverged(message, error.what, error.value) from None
+            queued.index, queued.lr = step, lr
+            pending.append(queued)
             step += 1
-            # No wait for the GPU here: its update is still queued, and the next step's forward queues behind it.
-            # train_step's one read waits for everything before it, so the time between two steps' reads is a
-            # step's time; only a logging step waits for the update too (below), to read the clock.
             train_seconds += time.perf_counter() - step_start
 
-            # -- report -------------------------------------------------------------------------
-            window_losses.append(step_loss)
+            # -- read, only to log, before an evaluation and at the end -------------------------
+            if step % config.log_interval == 0 or step % config.eval_interval == 0 or step >= end_step:
+                read_start = time.perf_counter()
+                try:
+                    results = read_steps(pending)  # one wait for the GPU, for every step since the last read
+                except TrainingDiverged as error:
+                    bad = error.queued_step  # type: ignore[attr-defined]
+                    message = _diverged_message(error.what, error.value, bad.index, out_dir, last_saved_step, bad.lr,
+                                                config)
+                    raise TrainingDiverged(message, error.what, error.value) from None
+                pending = []
+                train_seconds += time.perf_counter() - read_start
+                window_losses.extend(loss for loss, _ in results)
+                step_loss, grad_norm = results[-1]
+                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
             if step % config.log_interval == 0:
-                step_start = time.perf_counter()
-                backend.synchronize()  # the last update done: the window's time is all of its steps'
-                train_seconds += time.perf_counter() - step_start
                 tokens_per_second = len(window_losses) * tokens_per_step / (time.perf_counter() - window_start)
                 logger.log("train", step, loss=float(np.mean(window_losses)), lr=lr, grad_norm=grad_norm,
                            tokens_per_second=tokens_per_second,
@@ -412,7 +514,6 @@ def train(
                     print(f"step {step}: loss {np.mean(window_losses):.4f}, lr {lr:.2e}, {tokens_per_second:,.0f} tokens/s")
                 window_start, window_losses = time.perf_counter(), []
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
     except BaseException as error:
         dist.abort_on_error(error)  # several ranks: the others would wait for this one forever, so end them all
         raise

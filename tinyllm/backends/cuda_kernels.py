@@ -823,9 +823,26 @@ extern "C" __global__ void tinyllm_scale_multi(
         grads[k][j] = __fmul_rn(grads[k][j], factor);
     }
 }
+
+// The same scaling, decided on the device from the squared norm (clip_by_squared_norm_): nothing is read back.
+// The factor is computed as the host computes it (a double sqrt and division, then rounded to float): same bits.
+extern "C" __global__ void tinyllm_clip_multi(
+    float* const* grads, const long long* offsets, const int n_tensors, const double* squares,
+    const double max_norm, const double eps)
+{
+    const double norm = sqrt(*squares);
+    if (!(norm > max_norm && norm <= 1.7976931348623157e308)) return;   // within the limit, or inf / NaN
+    const float factor = (float)(max_norm / (norm + eps));
+    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
+        const int k = find_tensor(offsets, n_tensors, i);
+        const long long j = i - offsets[k];
+        grads[k][j] = __fmul_rn(grads[k][j], factor);
+    }
+}
 """
 _sum_squares_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_sum_squares_multi")
 _scale_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_scale_multi")
+_clip_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_clip_multi")
 _NORM_BLOCKS = 1024  # partial sums: enough blocks to fill a GPU, few enough to add up in one small reduction
 
 
@@ -856,13 +873,31 @@ def scale_many(grads: list[Any], factor: float) -> None:
         _scale_multi((blocks,), (threads,), (table[0], offsets, np.int32(len(kernel)), np.float32(factor)))
 
 
+def clip_many(grads: list[Any], squares: Any, max_norm: float, eps: float) -> None:
+    """Every float32 array of ``grads`` times max_norm / (norm + eps) when norm = sqrt(squares) (a 0-d float64
+    device array) is finite and over ``max_norm``: one launch, decided on the device, nothing read back."""
+    strided = [g for g in grads if not g.flags.c_contiguous]  # rare: the array code
+    if strided:
+        norm = cupy.sqrt(squares)
+        factor = cupy.where((norm > max_norm) & cupy.isfinite(norm), max_norm / (norm + eps), 1.0).astype(cupy.float32)
+        for g in strided:
+            g *= factor
+    kernel = [g for g in grads if g.flags.c_contiguous]
+    if kernel:
+        table, offsets, (blocks, threads) = _tables([kernel], [g.size for g in kernel])
+        _clip_multi((blocks,), (threads,), (table[0], offsets, np.int32(len(kernel)), squares, np.float64(max_norm),
+                                            np.float64(eps)))
+
+
 # AdamW: hyper holds each parameter's (decay, step_size, sqrt_bias2, beta1, beta2, eps): parameters of
-# different groups, or with different step counts, differ there.
+# different groups, or with different step counts, differ there. skip: a device flag; when it is set
+# (train_step found the step bad, on the device) the kernel changes nothing.
 _ADAMW_MULTI_SOURCE = _MULTI_TENSOR_SOURCE + r"""
 extern "C" __global__ void tinyllm_adamw_multi(
     float* const* p, const float* const* g, float* const* m, float* const* v,
-    const long long* offsets, const float* hyper, const int n_tensors)
+    const long long* offsets, const float* hyper, const int n_tensors, const bool* skip)
 {
+    if (*skip) return;
     FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
         const int lo = find_tensor(offsets, n_tensors, i);
         const long long j = i - offsets[lo];
@@ -879,21 +914,34 @@ extern "C" __global__ void tinyllm_adamw_multi(
 _adamw_multi = cupy.RawKernel(_ADAMW_MULTI_SOURCE, "tinyllm_adamw_multi")
 
 
-def adamw_update_many(updates: list[tuple[Any, ...]]) -> None:
+_NEVER: list[Any] = []
+
+
+def _never() -> Any:
+    """A device flag that is always false (made once): the skip of an update nothing may skip."""
+    if not _NEVER:
+        _NEVER.append(cupy.zeros((), dtype=bool))
+    return _NEVER[0]
+
+
+def adamw_update_many(updates: list[tuple[Any, ...]], skip: Any = None) -> None:
     """Every (p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2) of ``updates`` as ``adamw_update``
-    does it, in place, in one launch for the C-contiguous ones (the rest, rare, one launch each)."""
-    flat = []
-    for u in updates:
-        if all(a.flags.c_contiguous for a in u[:4]):
-            flat.append(u)
-        else:
+    does it, in place, in one launch for the C-contiguous ones (the rest, rare, one launch each). ``skip``: a
+    0-d boolean device array; when true nothing changes (the kernel reads it: no wait for the GPU)."""
+    strided = [u for u in updates if not all(a.flags.c_contiguous for a in u[:4])]
+    if strided and not (skip is not None and bool(skip)):  # rare: these read the flag (one wait)
+        for u in strided:
             adamw_update(*u)
+    flat = [u for u in updates if all(a.flags.c_contiguous for a in u[:4])]
     if not flat:
         return
+    if skip is None:
+        skip = _never()
     table, offsets, (blocks, threads) = _tables([[u[k] for u in flat] for k in range(4)],  # p, g, m, v
                                                 [u[0].size for u in flat])
     hyper = cupy.asarray(np.array([(u[4], u[8], u[9], u[5], u[6], u[7]) for u in flat], dtype=np.float32))  # (n, 6)
-    _adamw_multi((blocks,), (threads,), (table[0], table[1], table[2], table[3], offsets, hyper, np.int32(len(flat))))
+    _adamw_multi((blocks,), (threads,), (table[0], table[1], table[2], table[3], offsets, hyper, np.int32(len(flat)),
+                                         skip))
 
 
 # ---------------------------------------------------------------------------------------- mixed precision

@@ -70,10 +70,14 @@ class AdamW(Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
         self.param_steps: list[int] = [0 for _ in self.state]  # t of each parameter, in order
 
-    def step(self) -> None:
+    def step(self, skip: Any = None) -> None:
+        """One update of every parameter with a gradient. ``skip`` (a 0-d boolean device array, see
+        ``Optimizer.step``): when true nothing changes but the counts; the fused kernel reads it on the
+        device, the array code here reads it once (free on NumPy)."""
         self.step_count += 1  # calls of step(), for the record; the bias correction uses param_steps
         xp = get_backend().xp
         kernels = get_backend().kernels  # on CuPy: every parameter's update below in one CUDA launch
+        skipped: bool | None = None  # the array code's reading of skip, made when first needed
         fused = []  # the (p, g, m, v, decay, beta1, beta2, eps, step_size, sqrt_bias2) handed to the kernel
         index = 0
         for group in self.param_groups:
@@ -96,6 +100,10 @@ class AdamW(Optimizer):
                 if kernels is not None and kernels.usable(p.data, g):
                     fused.append((p.data, g, m, v, 1 - lr * wd, beta1, beta2, eps, lr / bias1, math.sqrt(bias2)))
                     continue
+                if skipped is None:
+                    skipped = skip is not None and bool(skip)
+                if skipped:
+                    continue
                 if wd:
                     p.data *= 1 - lr * wd  # decoupled decay, before the Adam update (as PyTorch)
                 # One scratch array of p's shape serves every temporary below; what it holds after each line:
@@ -113,7 +121,14 @@ class AdamW(Optimizer):
                 scratch *= lr / bias1  #                    scratch = lr * m_hat / (sqrt(v_hat) + eps), the update
                 p.data -= scratch  #                        p = p - update
         if fused:
-            kernels.adamw_update_many(fused)
+            kernels.adamw_update_many(fused, skip)
+
+    def counters(self) -> tuple:
+        return (self.step_count, tuple(self.param_steps))
+
+    def restore_counters(self, counters: tuple) -> None:
+        self.step_count, steps = counters
+        self.param_steps = list(steps)
 
     # -- checkpoints: the per-parameter steps travel inside "state", as PyTorch's do -------------------
     def state_dict(self) -> dict[str, Any]:

@@ -46,3 +46,20 @@ def clip_to_norm_(grads: list[Any], total: float, max_norm: float, eps: float = 
         return
     for g in grads:
         g *= scale
+
+
+def clip_by_squared_norm_(grads: list[Any], squares: Any, max_norm: float, eps: float = 1e-6) -> None:
+    """``clip_to_norm_``'s scaling decided on the device from the squared norm ``squares`` (a 0-d float64 array
+    there), so nothing is read back: max_norm / (sqrt(squares) + eps) when that norm is finite and over
+    ``max_norm``, else nothing (the same factor, the same bits as the host's)."""
+    if not grads or not math.isfinite(max_norm):
+        return
+    kernels = get_backend().kernels  # on CuPy: every gradient in one CUDA launch, which reads squares itself
+    if kernels is not None and kernels.usable(*grads):
+        kernels.clip_many(grads, squares, max_norm, eps)
+        return
+    xp = get_backend().xp
+    norm = xp.sqrt(squares)
+    factor = xp.where((norm > max_norm) & xp.isfinite(norm), max_norm / (norm + eps), 1.0)  # 0-d, float64
+    for g in grads:
+        g *= factor.astype(g.dtype)

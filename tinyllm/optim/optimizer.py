@@ -53,8 +53,19 @@ class Optimizer:
         for p in self.parameters():
             p.grad = None
 
-    def step(self) -> None:
+    def step(self, skip: Any = None) -> None:
+        """Update every parameter that has a gradient. ``skip``: a 0-d boolean array that, when true, leaves
+        every parameter as it is, though the step is counted (``train_step`` decides on the device whether a
+        step is good without reading the answer back; it takes the count back with ``restore_counters`` when it
+        reads that the step was bad)."""
         raise NotImplementedError
+
+    def counters(self) -> tuple:
+        """The step counts, to be put back by ``restore_counters`` (after steps skipped on the device)."""
+        return (self.step_count,)
+
+    def restore_counters(self, counters: tuple) -> None:
+        (self.step_count,) = counters
 
     # -- checkpoints -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

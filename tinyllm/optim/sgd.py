@@ -19,8 +19,10 @@ class SGD(Optimizer):
             raise ValueError(f"invalid SGD settings lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
-    def step(self) -> None:
+    def step(self, skip: Any = None) -> None:
         self.step_count += 1
+        if skip is not None and bool(skip):  # (reads the flag: on a GPU, one wait)
+            return
         index = 0
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
