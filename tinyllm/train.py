@@ -177,12 +177,13 @@ def train_step(
     of the whole batch; in a plain run that all-reduce does nothing.
 
     ``grad_clip`` 0 measures the norm without clipping. A NaN or infinite loss or gradient norm
-    (both checked before the update) raises ``TrainingDiverged`` and leaves the parameters as they were.
+    raises ``TrainingDiverged`` and leaves the parameters as they were.
 
-    On a GPU every value read back makes the host wait for the device. A step reads once: the
-    losses, the gradient norm, float16's overflow flag and the checks that the token ids and targets
-    are in range (``tinyllm.backends.deferred``) travel together, after the backward passes are
-    queued and before the update, so an error still comes before anything changes.
+    On a GPU every value read back makes the host wait for the device. This is
+    ``queue_train_step`` (the step queued whole; a bad step skips its own update on the device)
+    and one read of its results: the losses, the gradient norm and the checks that the token ids
+    and targets are in range (``tinyllm.backends.deferred``) travel together. ``train``'s loop
+    queues steps and reads them only when it logs.
 
     ``amp`` (tinyllm.amp, mixed precision): the micro-batches run through its float16/bfloat16
     shadow of ``model`` with the loss times the loss scale; the gradients are summed into
