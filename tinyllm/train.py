@@ -268,13 +268,8 @@ def read_steps(steps: list[QueuedStep]) -> list[tuple[float, float]]:
 
 
 def queue_train_step(
-    model: Transformer,
-    optimizer: Optimizer,
-    micro_batches: Iterable[tuple[Any, Any]],
-    lr: float,
-    grad_clip: float = 0.0,
-    grad_accum_steps: int | None = None,
-    amp: MixedPrecision | None = None,
+    model: Transformer, optimizer: Optimizer, micro_batches: Iterable[tuple[Any, Any]], lr: float,
+    grad_clip: float = 0.0, grad_accum_steps: int | None = None, amp: MixedPrecision | None = None,
     after: QueuedStep | None = None,
 ) -> QueuedStep:
     """``train_step`` without waiting for the GPU: the step is queued whole, its results stay on the device.
