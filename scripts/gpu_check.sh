@@ -78,6 +78,11 @@ try:
                memory_gib=round(props["totalGlobalMem"] / 2**30, 1), sm=f"{props['major']}.{props['minor']}")
 except Exception as error:  # noqa: BLE001
     row["cupy_error"] = repr(error)
+try:  # bfloat16 reaches tinyllm's kernels as uint16 views: can this CuPy make them? (else the array code)
+    from tinyllm.backends import cuda_kernels
+    row["bf16_views"] = cuda_kernels.bfloat16_views_work()
+except Exception as error:  # noqa: BLE001
+    row["bf16_views"] = repr(error)[:120]
 try:
     import torch
     row["torch"] = torch.__version__

@@ -419,3 +419,12 @@ def test_a_training_step_with_and_without_kernels_agrees(cupy_backend):
             cupy_backend.kernels = kernels
     for a, b in zip(model_a.parameters(), model_b.parameters()):
         assert rel_error(a, b) < TOLERANCE
+
+
+def test_bfloat16_reaches_the_kernels_as_its_bits(cupy_backend):
+    """The bfloat16 kernels take a uint16 view of the same memory: this CuPy must make one (else bfloat16
+    activations run the array code, and the bfloat16 agreement tests above compare the array code with itself)."""
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    from tinyllm.backends import cuda_kernels
+
+    assert cuda_kernels.bfloat16_views_work()

@@ -38,7 +38,26 @@ def usable(*arrays: Any, half: bool = False) -> bool:
     name = arrays[0].dtype.name
     if name != "float32" and not (half and name in ("float16", "bfloat16")):
         return False
+    if name == "bfloat16" and not bfloat16_views_work():
+        return False  # this CuPy cannot hand bfloat16 over as bits: the array code, as before these kernels
     return all(a.dtype.name == name for a in arrays)
+
+
+_BF16_VIEWS: list[bool] = []
+
+
+def bfloat16_views_work() -> bool:
+    """Whether this CuPy views a bfloat16 array as uint16 and back (how bfloat16 reaches the kernels): asked
+    once. CuPy's bfloat16 is experimental (CuPy 14); where it cannot, bfloat16 activations run the array code."""
+    if not _BF16_VIEWS:
+        try:
+            import ml_dtypes
+
+            a = cupy.zeros(2, dtype=ml_dtypes.bfloat16)
+            _BF16_VIEWS.append(a.view(cupy.uint16).dtype == np.uint16 and a.view(cupy.uint16).view(a.dtype).dtype == a.dtype)
+        except Exception:  # noqa: BLE001 - any failure means: do not use the views
+            _BF16_VIEWS.append(False)
+    return _BF16_VIEWS[0]
 
 
 def is_16bit(*arrays: Any) -> bool:
