@@ -243,6 +243,44 @@ print(json.dumps({"reads": reads, "message": message, "which": which, "same": sa
     assert out["counts_back"], "AdamW's step counts were not put back"
 
 
+def test_the_training_loop_reads_the_device_only_to_log_and_evaluate(tmp_path) -> None:
+    """``train`` on the simulated GPU, 6 steps, logging every 3, evaluating at 0 and 6 (2 batches each):
+    the loop's reads are one per logging point and one per evaluation (its losses, accuracies and token-id
+    checks together), nothing per step or per batch; checkpoints copy the weights to the host, nothing else."""
+    code = r'''
+import collections, json, sys, traceback
+from pathlib import Path
+sys.path.insert(0, "tests")
+import cupy, tinyllm as tl
+from conftest import small_token_dataset
+from tinyllm.models import ModelConfig, Transformer
+from tinyllm.train import TrainConfig, train
+out = Path(sys.argv[1])
+data = small_token_dataset(out, 20_000, 300)
+tl.set_backend("cupy", seed=0)
+model = Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=2, max_seq_len=16))
+where = collections.Counter()
+def place():
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        name = frame.filename.replace("\\\\", "/")
+        if "/tinyllm/" in name and "/simulated_cupy/" not in name and not name.endswith("cupy_backend.py"):
+            return name.rsplit("/tinyllm/", 1)[-1] + ":" + frame.name
+    return "elsewhere"
+for method in ("_sync_read", "get"):
+    original = getattr(cupy.ndarray, method)
+    def counted(self, *args, _original=original, **kwargs):
+        where[place()] += 1
+        return _original(self, *args, **kwargs)
+    setattr(cupy.ndarray, method, counted)
+train(model, data, TrainConfig(batch_size=2, block_size=16, max_steps=6, log_interval=3, eval_interval=6,
+                               eval_iters=2, lr=1e-3, warmup_steps=1, out_dir=str(out / "run"), progress=False))
+print(json.dumps(dict(where)))
+'''
+    where = json.loads(run_python(code, str(tmp_path), timeout=600, kernels=True).stdout.strip().splitlines()[-1])
+    reads = {place: n for place, n in where.items() if not place.startswith(("checkpoint", "nn/module"))}
+    assert reads == {"train.py:_read_back": 4}, where  # steps 3 and 6; the evaluations at 0 and 6
+
+
 def test_a_16_bit_step_launches_as_many_kernels_per_layer_as_a_float32_step() -> None:
     """scripts/count_launches.py on the simulated CuPy, its kernels run on the CPU: the kernel launches of one
     training step. A float16 step once launched 1,214 kernels where float32 launched 688 (the gpu preset's

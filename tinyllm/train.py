@@ -354,17 +354,23 @@ def evaluate(
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()  # dropout off
-    total_loss, correct, count = 0.0, 0, 0
-    with no_grad():  # no graph: evaluation needs no backward
+    sums = []  # per batch, on the device: (loss, right predictions, scored targets)
+    # No graph (evaluation needs no backward), and no wait for the GPU per batch: the sums and the token-id
+    # checks are read once, at the end (on a GPU each read would make the host wait for the device).
+    with no_grad(), deferred_checks() as checks:
         for i in range(iters):
             x, y = data.get_batch("val", batch_size, block_size, rng=rng)  # (B, T) each
             if not dist.is_my_share(i):  # several ranks: each scores every N-th batch
                 continue
             logits, loss = model(x, y)  # (B, T, vocab_size)
-            total_loss += loss.item()
             scored = y != IGNORE_INDEX  # (B, T): the targets the loss counts
-            correct += int(((xp.argmax(logits.data, axis=-1) == y) & scored).sum())
-            count += int(scored.sum())
+            sums.append((loss.data, ((xp.argmax(logits.data, axis=-1) == y) & scored).sum(), scored.sum()))
+    values = _read_back([v for batch in sums for v in batch] + checks.flags)
+    checks.raise_first([bool(v) for v in values[3 * len(sums):]])
+    total_loss = 0.0
+    for loss_value in values[0 : 3 * len(sums) : 3]:  # added in batch order, as the losses came
+        total_loss += loss_value
+    correct, count = int(sum(values[1 : 3 * len(sums) : 3])), int(sum(values[2 : 3 * len(sums) : 3]))
     total_loss, correct, count = dist.all_reduce_sum([total_loss, correct, count])  # sums over all ranks
     model.train(was_training)
     loss = total_loss / iters
