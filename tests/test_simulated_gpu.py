@@ -93,6 +93,27 @@ print("ok")
     assert run_python(code).stdout.strip() == "ok"
 
 
+# Test code (for run_python) that counts every value read back from the simulated device, by the place in
+# tinyllm that asked for it, in ``where`` ("train.py:_read_back": 1, ...).
+COUNT_READS = r'''
+import collections, traceback
+import cupy
+where = collections.Counter()
+def place():  # the innermost tinyllm frame outside the backend: where the library asked for the value
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        name = frame.filename.replace("\\", "/")
+        if "/tinyllm/" in name and "/simulated_cupy/" not in name and not name.endswith("cupy_backend.py"):
+            return name.rsplit("/tinyllm/", 1)[-1] + ":" + frame.name
+    return "elsewhere"
+for method in ("_sync_read", "get"):
+    original = getattr(cupy.ndarray, method)
+    def counted(self, *args, _original=original, **kwargs):
+        where[place()] += 1
+        return _original(self, *args, **kwargs)
+    setattr(cupy.ndarray, method, counted)
+'''
+
+
 def test_a_training_step_reads_back_from_the_device_once() -> None:
     """A step's synchronisations, counted by where they happen: a new one must be added here on purpose.
 
@@ -112,19 +133,7 @@ from tinyllm.train import TrainConfig, configure_optimizer, train_step
 tl.set_backend("cupy", seed=0)
 rng = np.random.default_rng(0)
 batches = [(ids[:, :-1], ids[:, 1:]) for ids in (tl.get_backend().asarray(rng.integers(0, 64, (4, 17))) for _ in range(2))]
-where = collections.Counter()
-def place():  # the innermost tinyllm frame outside the backend: where the library asked for the value
-    for frame in reversed(traceback.extract_stack()[:-2]):
-        name = frame.filename.replace("\\", "/")
-        if "/tinyllm/" in name and "/simulated_cupy/" not in name and not name.endswith("cupy_backend.py"):
-            return name.rsplit("/tinyllm/", 1)[-1] + ":" + frame.name
-    return "elsewhere"
-for method in ("_sync_read", "get"):
-    original = getattr(cupy.ndarray, method)
-    def counted(self, *args, _original=original, **kwargs):
-        where[place()] += 1
-        return _original(self, *args, **kwargs)
-    setattr(cupy.ndarray, method, counted)
+''' + COUNT_READS + r'''
 rows = {}
 for dtype in ("float32", "float16"):
     model = Transformer(ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16,
@@ -259,19 +268,7 @@ out = Path(sys.argv[1])
 data = small_token_dataset(out, 20_000, 300)
 tl.set_backend("cupy", seed=0)
 model = Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=2, max_seq_len=16))
-where = collections.Counter()
-def place():
-    for frame in reversed(traceback.extract_stack()[:-2]):
-        name = frame.filename.replace("\\\\", "/")
-        if "/tinyllm/" in name and "/simulated_cupy/" not in name and not name.endswith("cupy_backend.py"):
-            return name.rsplit("/tinyllm/", 1)[-1] + ":" + frame.name
-    return "elsewhere"
-for method in ("_sync_read", "get"):
-    original = getattr(cupy.ndarray, method)
-    def counted(self, *args, _original=original, **kwargs):
-        where[place()] += 1
-        return _original(self, *args, **kwargs)
-    setattr(cupy.ndarray, method, counted)
+''' + COUNT_READS + r'''
 train(model, data, TrainConfig(batch_size=2, block_size=16, max_steps=6, log_interval=3, eval_interval=6,
                                eval_iters=2, lr=1e-3, warmup_steps=1, out_dir=str(out / "run"), progress=False))
 print(json.dumps(dict(where)))
