@@ -253,17 +253,16 @@ def read_steps(steps: list[QueuedStep]) -> list[tuple[float, float]]:
     """(step loss, gradient norm) of each queued step, read in ONE transfer however many there are, and
     checked in order: the first bad step raises (its ``queued_step`` attribute says which), and its update
     and every later one were skipped on the device, so the parameters are as that step found them."""
-    unread = [s for s in steps if s.result is None]
-    values = _read_back([v for s in unread for v in s.device_values()])
+    unread = [(s, s.device_values()) for s in steps if s.result is None]
+    values = _read_back([v for _, device_values in unread for v in device_values])
     at = 0
-    for s in unread:
-        n = len(s.device_values())
+    for s, device_values in unread:
         try:
-            s.settle(values[at : at + n])
+            s.settle(values[at : at + len(device_values)])
         except Exception as error:
             error.queued_step = s  # type: ignore[attr-defined]
             raise
-        at += n
+        at += len(device_values)
     return [s.result for s in steps]  # type: ignore[misc]
 
 
