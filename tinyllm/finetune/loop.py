@@ -10,8 +10,9 @@ rather than options of that one:
    ``tinyllm.checkpoint`` checkpoints;
 3. ``time_limit`` (seconds of training) stops the run early, evaluating and saving as at the end.
 
-One step is ``tinyllm.train.train_step``, the step ``train`` runs: lr from warmup + cosine; for each
-micro-batch forward, loss, backward; clip the global gradient norm; AdamW; zero the gradients.
+One step is the step ``train`` runs (``tinyllm.train.queue_train_step``): lr from warmup + cosine; for
+each micro-batch forward, loss, backward; clip the global gradient norm; AdamW; zero the gradients. As
+in ``train``, steps are queued on the device and read back only to log, evaluate or end.
 Every ``eval_interval`` steps the val loss (``tinyllm.train.evaluate``) and a checkpoint in
 ``out_dir/last`` (and ``best``).
 
@@ -41,7 +42,7 @@ from ..fileio import atomic_write
 from ..logger import TrainingLogger
 from ..nn.module import Module
 from ..optim import AdamW, get_lr
-from ..train import TrainConfig, TrainingDiverged, evaluate, restore_batch_rng, train_step
+from ..train import QueuedStep, TrainConfig, TrainingDiverged, evaluate, queue_train_step, read_steps, restore_batch_rng
 from .lora import lora_layers
 from .peft import load_lora, save_lora
 
@@ -134,7 +135,6 @@ def finetune(
     """
     from ..checkpoint import save_checkpoint
 
-    backend = get_backend()
     out_dir = Path(config.out_dir)
     is_lora = bool(lora_layers(model))
     optimizer = make_optimizer(model, config)
@@ -187,29 +187,45 @@ def finetune(
         if resume is None:
             evaluate_and_save()
         end_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
+        pending: list[QueuedStep] = []  # steps queued on the device, not yet read back
+
+        def read_pending() -> tuple[float, float]:
+            """Read every queued step in one transfer (a wait for the GPU, counted as training time)."""
+            nonlocal pending, train_seconds
+            begin = time.perf_counter()
+            try:
+                results = read_steps(pending)
+            except TrainingDiverged as error:
+                bad = error.queued_step  # type: ignore[attr-defined]
+                raise TrainingDiverged(f"{error} at step {bad.index} (lr {bad.lr:.2e}); lower the learning rate",
+                                       error.what, error.value) from None
+            pending = []
+            train_seconds += time.perf_counter() - begin
+            return results[-1]
+
         while step < end_step:
-            if time_limit is not None and train_seconds >= time_limit:
+            if time_limit is not None and train_seconds >= time_limit:  # (host time between reads: close enough)
                 bar.write(f"time limit of {time_limit:.0f} s of training reached at step {step}")
                 break
             begin = time.perf_counter()
             lr = get_lr(step, config.lr, config.warmup_steps, config.max_steps, config.min_lr)
-            try:
-                step_loss, grad_norm = train_step(model, optimizer, micro_batches(), lr, config.grad_clip,
-                                                  config.grad_accum_steps)
-            except TrainingDiverged as error:
-                raise TrainingDiverged(f"{error} at step {step} (lr {lr:.2e}); lower the learning rate",
-                                       error.what, error.value) from None
+            queued = queue_train_step(model, optimizer, micro_batches(), lr, config.grad_clip, config.grad_accum_steps,
+                                      after=pending[-1] if pending else None)
+            queued.index, queued.lr = step, lr
+            pending.append(queued)
             step += 1
-            backend.synchronize()
-            seconds = time.perf_counter() - begin
-            train_seconds += seconds
-            if step % config.log_interval == 0:
-                logger.log("train", step, loss=step_loss, lr=lr, grad_norm=grad_norm,
-                           tokens_per_second=tokens_seen / train_seconds)
+            train_seconds += time.perf_counter() - begin
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_seen / train_seconds:,.0f}")
+            if step % config.log_interval == 0 or step % config.eval_interval == 0 or step >= end_step:
+                step_loss, grad_norm = read_pending()
+                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_seen / train_seconds:,.0f}")
+                if step % config.log_interval == 0:
+                    logger.log("train", step, loss=step_loss, lr=lr, grad_norm=grad_norm,
+                               tokens_per_second=tokens_seen / train_seconds)
             if step % config.eval_interval == 0 and step < end_step:
                 evaluate_and_save()
+        if pending:  # stopped by the time limit between reads
+            read_pending()
         evaluate_and_save()
     finally:
         bar.close()
