@@ -87,7 +87,7 @@ check("_causal_softmax (RawKernel)", k._SOFTMAX_SOURCE)
 check("_adamw_multi (RawKernel)", k._ADAMW_MULTI_SOURCE)
 check("_scatter_add_rows (RawKernel)", k._SCATTER_ROWS_SOURCE)
 check("_amp_accumulate, _amp_unscale, _amp_cast (RawKernel)", k._AMP_SOURCE)
-check("_sum_squares_multi, _scale_multi (RawKernel)", k._GRAD_NORM_SOURCE)
+check("_sum_squares_multi, _clip_multi (RawKernel)", k._GRAD_NORM_SOURCE)
 for head_dim in k.FLASH_HEAD_DIMS:
     for tag in k.FLASH_TAGS.values():
         check(f"tiled attention, head_dim {head_dim}, {tag} (RawKernel)", k._flash_source(head_dim, tag))
@@ -158,7 +158,7 @@ resources(k._SOFTMAX_SOURCE, {f"tinyllm_causal_softmax{tag}": k._SOFTMAX_THREADS
 resources(k._ADAMW_MULTI_SOURCE, {"tinyllm_adamw_multi": k._MULTI_THREADS})
 resources(k._SCATTER_ROWS_SOURCE, {"tinyllm_scatter_add_rows": k._SCATTER_THREADS})
 resources(k._AMP_SOURCE, {f"tinyllm_amp_{part}": k._MULTI_THREADS for part in ("accumulate", "unscale", "cast")})
-resources(k._GRAD_NORM_SOURCE, {f"tinyllm_{name}_multi": k._MULTI_THREADS for name in ("sum_squares", "scale", "clip")})
+resources(k._GRAD_NORM_SOURCE, {f"tinyllm_{name}_multi": k._MULTI_THREADS for name in ("sum_squares", "clip")})
 for head_dim in k.FLASH_HEAD_DIMS:
     for tag in k.FLASH_TAGS.values():
         resources(k._flash_source(head_dim, tag), {f"tinyllm_flash_forward_{head_dim}_{tag}": k._FLASH_ROWS,

@@ -224,6 +224,8 @@ def test_the_mixed_precision_kernels_give_the_array_codes_bits(cupy_backend, dty
 def test_the_gradient_norm_kernel_sums_in_float64_with_the_same_bits_every_run(cupy_backend):
     """clip_grad_norm_'s two kernels: the squared norm of many gradients (the gpu preset's count, sizes around a
     block, a strided view) against the host's float64 sum, bit-identical over runs; then the scaling, exact."""
+    import math
+
     from tinyllm.backends import cuda_kernels
 
     xp, rng = cupy_backend.xp, np.random.default_rng(17)
@@ -233,25 +235,29 @@ def test_the_gradient_norm_kernel_sums_in_float64_with_the_same_bits_every_run(c
     expected = sum((g.astype(np.float64) ** 2).sum() for g in host)
     runs = [float(cuda_kernels.sum_of_squares_many(grads)) for _ in range(3)]
     assert abs(runs[0] - expected) <= 1e-12 * expected and runs[1] == runs[0] == runs[2]
-    cuda_kernels.scale_many(grads, 0.37)
-    assert all(np.array_equal(cupy_backend.to_host(g), h * np.float32(0.37)) for g, h in zip(grads, host))
+    squares = cuda_kernels.sum_of_squares_many(grads)
+    cuda_kernels.clip_many(grads, squares, 1.0, 1e-6)  # the norm is far over 1: every gradient is scaled
+    factor = np.float32(1.0 / (math.sqrt(runs[0]) + 1e-6))
+    assert all(np.array_equal(cupy_backend.to_host(g), h * factor) for g, h in zip(grads, host))
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e9, 0.0])  # clipped; under the limit; max_norm 0 clips everything
 def test_clipping_decided_on_the_device_gives_the_hosts_bits(cupy_backend, max_norm):
-    """clip_many (queue_train_step's clipping: the factor from the squared norm, on the device, nothing read
-    back) against clip_to_norm_ (the factor computed on the host from the norm read back): the same bits;
-    an inf or NaN norm scales nothing."""
+    """clip_many (clipping's factor from the squared norm, on the device, nothing read back) against the
+    factor the array code computes on the host from the norm read back: the same bits; an inf or NaN norm
+    scales nothing."""
+    import math
+
     from tinyllm.backends import cuda_kernels
-    from tinyllm.optim.clip import clip_to_norm_
 
     xp, rng = cupy_backend.xp, np.random.default_rng(19)
     host = [f32(rng, *shape, scale=0.01) for shape in [(3,), (300,), (64, 48)]]
-    on_device, by_host = [xp.asarray(g) for g in host], [xp.asarray(g) for g in host]
+    on_device = [xp.asarray(g) for g in host]
     squares = cuda_kernels.sum_of_squares_many(on_device)
     cuda_kernels.clip_many(on_device, squares, max_norm, 1e-6)
-    clip_to_norm_(by_host, float(np.sqrt(float(squares))), max_norm, 1e-6)
-    assert all(np.array_equal(cupy_backend.to_host(a), cupy_backend.to_host(b)) for a, b in zip(on_device, by_host))
+    total = math.sqrt(float(squares))
+    by_host = [h * np.float32(max_norm / (total + 1e-6)) if total > max_norm else h for h in host]
+    assert all(np.array_equal(cupy_backend.to_host(a), b) for a, b in zip(on_device, by_host))
     assert any(not np.array_equal(cupy_backend.to_host(a), h) for a, h in zip(on_device, host)) == (max_norm < 1)
     for bad in (np.inf, np.nan):
         grads = [xp.asarray(g) for g in host]

@@ -66,7 +66,7 @@ from .data import TokenDataset
 from .logger import TrainingLogger
 from .models import Transformer
 from .optim import AdamW, Optimizer, get_lr
-from .optim.clip import clip_by_squared_norm_, clip_to_norm_, squared_grad_norm
+from .optim.clip import clip_by_squared_norm_, squared_grad_norm
 from .utils import dataclass_from_dict
 
 
@@ -304,14 +304,14 @@ def queue_train_step(
         if not amp.finish_unscale(overflow):  # type: ignore[union-attr]
             optimizer.zero_grad()  # the step skipped, the scale halved
             return step
-        clip_to_norm_(grads, step.result[1], grad_clip or math.inf)  # type: ignore[index]
+        clip_by_squared_norm_(grads, squares, grad_clip or math.inf)  # inf: measure, never clip
         optimizer.step()
     else:  # decided on the device: the update skips itself if anything was wrong
         xp = get_backend().xp
         verdicts = [~xp.isfinite(xp.stack(losses)).all(), ~xp.isfinite(squares), *checks.flags,
                     *([] if after is None or after.bad is None else [after.bad])]
         step.bad = xp.stack(verdicts).any()  # 0-d bool
-        clip_by_squared_norm_(grads, squares, grad_clip or math.inf)  # inf: measure, never clip
+        clip_by_squared_norm_(grads, squares, grad_clip or math.inf)
         step.undo = (optimizer, optimizer.counters())
         optimizer.step(skip=step.bad)
     optimizer.zero_grad()

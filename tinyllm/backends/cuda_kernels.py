@@ -833,17 +833,7 @@ extern "C" __global__ void tinyllm_sum_squares_multi(
     if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
 }
 
-extern "C" __global__ void tinyllm_scale_multi(
-    float* const* grads, const long long* offsets, const int n_tensors, const float factor)
-{
-    FOR_EACH_ELEMENT(i, offsets[n_tensors]) {
-        const int k = find_tensor(offsets, n_tensors, i);
-        const long long j = i - offsets[k];
-        grads[k][j] = __fmul_rn(grads[k][j], factor);
-    }
-}
-
-// The same scaling, decided on the device from the squared norm (clip_by_squared_norm_): nothing is read back.
+// The scaling, decided on the device from the squared norm (clip_by_squared_norm_): nothing is read back.
 // The factor is computed as the host computes it (a double sqrt and division, then rounded to float): same bits.
 extern "C" __global__ void tinyllm_clip_multi(
     float* const* grads, const long long* offsets, const int n_tensors, const double* squares,
@@ -860,7 +850,6 @@ extern "C" __global__ void tinyllm_clip_multi(
 }
 """
 _sum_squares_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_sum_squares_multi")
-_scale_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_scale_multi")
 _clip_multi = cupy.RawKernel(_GRAD_NORM_SOURCE, "tinyllm_clip_multi")
 _NORM_BLOCKS = 1024  # partial sums: enough blocks to fill a GPU, few enough to add up in one small reduction
 
@@ -879,17 +868,6 @@ def sum_of_squares_many(grads: list[Any]) -> Any:
     for g in strided:
         total = total + (g.astype(cupy.float64) ** 2).sum()
     return total
-
-
-def scale_many(grads: list[Any], factor: float) -> None:
-    """``g *= factor`` for every float32 array of ``grads``, in one launch."""
-    kernel = [g for g in grads if g.flags.c_contiguous]
-    for g in grads:
-        if not g.flags.c_contiguous:  # rare: the array code
-            g *= factor
-    if kernel:
-        table, offsets, (blocks, threads) = _tables([kernel], [g.size for g in kernel])
-        _scale_multi((blocks,), (threads,), (table[0], offsets, np.int32(len(kernel)), np.float32(factor)))
 
 
 def clip_many(grads: list[Any], squares: Any, max_norm: float, eps: float) -> None:

@@ -6,7 +6,8 @@ everything queued so far has run, and the GPU then idles until new work is queue
 makes several such checks (the model's token ids, the embedding's, the loss's targets); reading each
 where it is made cost one synchronisation apiece.
 
-Inside a ``deferred_checks()`` block (``train_step`` opens one around its micro-batches) a check whose
+Inside a ``deferred_checks()`` block (a training step, ``queue_train_step``, opens one around its
+micro-batches, and ``evaluate`` one around its batches) a check whose
 answer lives on the device does not read it: it records the flag and how to build its error. Whoever
 opened the block reads every flag at once, in the same transfer as the values it reads anyway (the
 loss, the gradient norm), and calls ``raise_first``: the error comes before the optimizer update, so
