@@ -235,7 +235,7 @@ for _ in range(2):
     steps.append(queue_train_step(model, optimizer, batch(), 1e-2, 1.0, after=steps[-1]))
 try:
     read_steps(steps)
-    message = None
+    message, which = None, None
 except IndexError as error:
     message, which = str(error), steps.index(error.queued_step)
 same = all(np.array_equal(after_one[k], backend.to_host(v)) for k, v in model.state_dict().items())
