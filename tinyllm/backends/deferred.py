@@ -3,7 +3,7 @@
 Asking "is every token id in range?" is cheap for a GPU to compute, but knowing the answer on the host
 means reading a boolean back, and on a GPU every read is a synchronisation: the CPU waits until
 everything queued so far has run, and the GPU then idles until new work is queued. A training step
-makes several such checks (the model's token ids, the embedding's, the loss's targets); reading each
+makes several such checks (the token ids, once per micro-batch; the loss's targets); reading each
 where it is made cost one synchronisation apiece.
 
 Inside a ``deferred_checks()`` block (a training step, ``queue_train_step``, opens one around its

@@ -35,7 +35,6 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..autograd.ops.cross_entropy import cross_entropy
-from ..autograd.ops.embedding import check_ids
 from ..backends import get_backend
 from ..nn.block import TransformerBlock
 from ..nn.embedding import Embedding
@@ -120,11 +119,10 @@ class Transformer(Module):
         rows = None
         if attention_mask is not None or (cache is not None and not cache.uniform):
             rows = row_positions(B, T, attention_mask, cache.lengths if cache is not None else None)
-        check_ids(idx.data, c.vocab_size,
-                  lambda bad: f"token id {bad} is out of range for vocab_size={c.vocab_size} (valid: 0..{c.vocab_size - 1})")
-
         xp = get_backend().xp
-        x = self.tok_embeddings(idx)  # (B, T, dim)
+        # The table checks the ids (once; on a GPU the answer waits for the step's read), in the model's words.
+        x = self.tok_embeddings(idx, message=lambda bad: f"token id {bad} is out of range for vocab_size="
+                                                         f"{c.vocab_size} (valid: 0..{c.vocab_size - 1})")  # (B, T, dim)
         if c.positions != "rope" and rows is not None:
             positions = xp.asarray(rows.positions)  # (B, T)
             if int(rows.positions.max()) >= c.max_seq_len:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,10 @@ class Embedding(Module):
         self.embedding_dim = embedding_dim
         self.weight = normal_(Parameter(np.zeros((num_embeddings, embedding_dim), dtype=np.float32)), std)
 
-    def forward(self, ids: Any) -> Any:
-        return embedding(ids, self.weight)  # (..., embedding_dim)
+    def forward(self, ids: Any, message: Callable[[int], str] | None = None) -> Any:
+        """The rows for ``ids``; an id out of range raises ``IndexError``, worded by ``message`` if given
+        (bad id -> text: the model names its vocab_size)."""
+        return embedding(ids, self.weight, message)  # (..., embedding_dim)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"

@@ -10,9 +10,11 @@ as the input table and, when the model ties them, as the output projection
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..autograd import Tensor
+from ..autograd.ops.embedding import check_ids, table_message
 from ..backends import get_backend
 from ..nn.module import Module
 from .weight import QuantizedWeight
@@ -33,13 +35,13 @@ class QuantizedEmbedding(Module):
         self.num_embeddings, self.embedding_dim = weight.shape
         self.weight = weight
 
-    def forward(self, ids: Any) -> Tensor:
+    def forward(self, ids: Any, message: Callable[[int], str] | None = None) -> Tensor:
+        """The dequantized rows for ``ids``; an id out of range raises ``IndexError`` (worded by ``message``,
+        bad id -> text, if given), checked as the float table checks (one boolean, read once)."""
         ids = ids.data if isinstance(ids, Tensor) else get_backend().asarray(ids)
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding ids must be integers, not {ids.dtype}")
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.num_embeddings):
-            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
-            raise IndexError(f"embedding: id {bad} is out of range for a table of {self.num_embeddings} rows")
+        check_ids(ids, self.num_embeddings, message or table_message(self.num_embeddings))
         rows = self.weight.dequantize_rows(ids.reshape(-1))  # (n_ids, dim)
         return Tensor(rows.reshape(*ids.shape, self.embedding_dim))  # a constant: nothing to train
 

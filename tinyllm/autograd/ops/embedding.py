@@ -43,17 +43,22 @@ def check_ids(ids: Any, n: int, message: Callable[[int], str]) -> None:
     check(outside.any(), lambda: IndexError(message(int(ids.reshape(-1)[outside.reshape(-1).argmax()]))))
 
 
+def table_message(n_rows: int) -> Callable[[int], str]:
+    """The plain error text for an id outside a table of ``n_rows`` rows (bad id -> text)."""
+    return lambda bad: f"embedding: id {bad} is out of range for a table of {n_rows} rows (valid: 0..{n_rows - 1})"
+
+
 class Embedding(Function):
-    def __init__(self, ids: Any) -> None:
+    def __init__(self, ids: Any, message: Callable[[int], str] | None = None) -> None:
         self.ids = _raw_index(ids)
+        self.message = message  # the error for an id out of range (bad id -> text), or the table's own
 
     def forward(self, weight: Any) -> Any:
         ids = self.ids
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding ids must be integers, not {ids.dtype}")
         n_rows = weight.shape[0]
-        check_ids(ids, n_rows, lambda bad: f"embedding: id {bad} is out of range for a table of {n_rows} rows "
-                                           f"(valid: 0..{n_rows - 1})")
+        check_ids(ids, n_rows, self.message or table_message(n_rows))
         self.weight_shape = weight.shape
         self.dtype = weight.dtype
         return weight[ids]  # (*ids.shape, dim)
@@ -72,6 +77,11 @@ class Embedding(Function):
         return grad
 
 
-def embedding(ids: Any, weight: Any) -> Any:
-    """Look up rows of ``weight`` (num_embeddings, dim) for integer ``ids`` of any shape."""
-    return Embedding(ids)(weight)
+def embedding(ids: Any, weight: Any, message: Callable[[int], str] | None = None) -> Any:
+    """Look up rows of ``weight`` (num_embeddings, dim) for integer ``ids`` of any shape.
+
+    An id outside 0..num_embeddings-1 raises ``IndexError``; ``message`` (bad id -> text) words it for
+    the caller (the model says "token id 70 is out of range for vocab_size=64"), so the ids are checked
+    once, here, not once by the model and again by the table.
+    """
+    return Embedding(ids, message)(weight)
