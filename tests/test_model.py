@@ -3,6 +3,7 @@ a float64 gradient check of a whole model, and overfitting one batch."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -141,6 +142,20 @@ def test_token_id_out_of_range_names_the_id() -> None:
         model(np.array([[1, 24, 3]]))
     with pytest.raises(IndexError, match="token id -1 is out of range"):
         model(np.array([[1, -1, 3]]))
+
+
+def test_token_ids_are_checked_once_a_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU each check is a comparison and a reduction (and, outside a training step, a read): the table
+    # checks, in the model's words; the model does not check again. A quantized table likewise.
+    embedding_op = importlib.import_module("tinyllm.autograd.ops.embedding")  # the module, not the function
+    calls = []
+    real = embedding_op.check_ids
+    monkeypatch.setattr(embedding_op, "check_ids", lambda *args: calls.append(args[1]) or real(*args))
+    model = Transformer(ModelConfig(**SMALL))
+    model(np.array([[1, 2, 3]]), np.array([[2, 3, 4]]))
+    assert calls == [24]
+    with pytest.raises(IndexError, match="token id 30 is out of range for vocab_size=24"):
+        tl.quant.quantize(model, "int8", group_size=None, include_embeddings=True)(np.array([[1, 30]]))
 
 
 def test_sequence_longer_than_max_seq_len_names_the_lengths() -> None:
