@@ -22,6 +22,7 @@ require grad.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from typing import Any
 
@@ -52,16 +53,12 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
     return xp.asarray(array, dtype=dtype)
 
 
+@functools.cache  # asked for every result of every operation: remembered per dtype
 def is_floating(dtype: Any) -> bool:
     """True for float16/32/64 dtypes (NumPy's dtype kind "f"; CuPy uses NumPy dtypes) and for
     ml_dtypes' bfloat16 (kind "V" to NumPy; tinyllm.amp uses it on CuPy)."""
-    known = _FLOATING.get(dtype)  # asked for every result of every operation: remembered per dtype
-    if known is None:
-        known = _FLOATING[dtype] = np.dtype(dtype).kind == "f" or np.dtype(dtype).name == "bfloat16"
-    return known
-
-
-_FLOATING: dict[Any, bool] = {}
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
 class Tensor:

@@ -25,6 +25,7 @@ Kernels compile on first use (seconds) and are cached on disk by CuPy (``~/.cupy
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cupy
@@ -43,21 +44,17 @@ def usable(*arrays: Any, half: bool = False) -> bool:
     return all(a.dtype.name == name for a in arrays)
 
 
-_BF16_VIEWS: list[bool] = []
-
-
+@functools.cache
 def bfloat16_views_work() -> bool:
     """Whether this CuPy views a bfloat16 array as uint16 and back (how bfloat16 reaches the kernels): asked
     once. CuPy's bfloat16 is experimental (CuPy 14); where it cannot, bfloat16 activations run the array code."""
-    if not _BF16_VIEWS:
-        try:
-            import ml_dtypes
+    try:
+        import ml_dtypes
 
-            a = cupy.zeros(2, dtype=ml_dtypes.bfloat16)
-            _BF16_VIEWS.append(a.view(cupy.uint16).dtype == np.uint16 and a.view(cupy.uint16).view(a.dtype).dtype == a.dtype)
-        except Exception:  # noqa: BLE001 - any failure means: do not use the views
-            _BF16_VIEWS.append(False)
-    return _BF16_VIEWS[0]
+        a = cupy.zeros(2, dtype=ml_dtypes.bfloat16)
+        return a.view(cupy.uint16).dtype == np.uint16 and a.view(cupy.uint16).view(a.dtype).dtype == a.dtype
+    except Exception:  # noqa: BLE001 - any failure means: do not use the views
+        return False
 
 
 def is_16bit(*arrays: Any) -> bool:
@@ -911,14 +908,10 @@ extern "C" __global__ void tinyllm_adamw_multi(
 _adamw_multi = cupy.RawKernel(_ADAMW_MULTI_SOURCE, "tinyllm_adamw_multi")
 
 
-_NEVER: list[Any] = []
-
-
+@functools.cache
 def _never() -> Any:
     """A device flag that is always false (made once): the skip of an update nothing may skip."""
-    if not _NEVER:
-        _NEVER.append(cupy.zeros((), dtype=bool))
-    return _NEVER[0]
+    return cupy.zeros((), dtype=bool)
 
 
 def adamw_update_many(updates: list[tuple[Any, ...]], skip: Any = None) -> None:

@@ -29,23 +29,29 @@ def outside_range(ids: Any, n: int) -> Any:
     return unsigned >= n
 
 
-def check_ids(ids: Any, n: int, message: Callable[[int], str]) -> None:
-    """Raise ``IndexError(message(first bad id))`` if an id is outside 0..n-1.
+def check_ids(ids: Any, n: int, message: Callable[[int], str] | None = None) -> None:
+    """The checks of a lookup in a table of ``n`` rows: ``TypeError`` unless the ids are integers;
+    ``IndexError(message(first bad id))`` if an id is outside 0..n-1 (``message``: bad id -> text; the
+    table's own words when None).
 
-    The check must happen: on a GPU an out-of-range row index is not an error, CuPy wraps it around and
+    The range check must happen: on a GPU an out-of-range row index is not an error, CuPy wraps it around and
     reads another row silently. Its answer is one boolean on the device; inside ``train_step`` it waits
     for the step's one read (``tinyllm.backends.deferred``), elsewhere it is read here. The offending id
     is looked up only when there is one.
     """
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding ids must be integers, not {ids.dtype}")
     if not ids.size:
         return
     outside = outside_range(ids, n)
-    check(outside.any(), lambda: IndexError(message(int(ids.reshape(-1)[outside.reshape(-1).argmax()]))))
 
+    def error() -> IndexError:  # made only when an id is out of range: it reads that id back
+        bad = int(ids.reshape(-1)[outside.reshape(-1).argmax()])
+        if message is not None:
+            return IndexError(message(bad))
+        return IndexError(f"embedding: id {bad} is out of range for a table of {n} rows (valid: 0..{n - 1})")
 
-def table_message(n_rows: int) -> Callable[[int], str]:
-    """The plain error text for an id outside a table of ``n_rows`` rows (bad id -> text)."""
-    return lambda bad: f"embedding: id {bad} is out of range for a table of {n_rows} rows (valid: 0..{n_rows - 1})"
+    check(outside.any(), error)
 
 
 class Embedding(Function):
@@ -55,10 +61,7 @@ class Embedding(Function):
 
     def forward(self, weight: Any) -> Any:
         ids = self.ids
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"embedding ids must be integers, not {ids.dtype}")
-        n_rows = weight.shape[0]
-        check_ids(ids, n_rows, self.message or table_message(n_rows))
+        check_ids(ids, weight.shape[0], self.message)
         self.weight_shape = weight.shape
         self.dtype = weight.dtype
         return weight[ids]  # (*ids.shape, dim)
