@@ -119,7 +119,7 @@ def test_a_training_step_reads_back_from_the_device_once() -> None:
 
     A step reads ONE transfer, whatever its number of micro-batches (float32 and float16 alike): the
     losses, the squared gradient norm, float16's overflow flag and the flags of the checks that every
-    token id (the model's, the embedding's) and every target (the loss's) is in range, which wait for it
+    token id (checked once, by the embedding table) and every target (the loss's) is in range, which wait for it
     (tinyllm.backends.deferred). It used to read 4 values per micro-batch and 1 per step, each a wait for
     the GPU. No array is copied to the device either (the batches come on it; ``loss * 0.5`` makes its 0.5
     there).
